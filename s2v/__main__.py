@@ -1,0 +1,161 @@
+"""`python -m s2v`: generate a video from a subject image and a prompt, or print `info`.
+
+This file only turns flags into one `load_pipeline` and one pipeline call; user errors
+print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import S2VError, S2VWarning
+from .presets import PRESETS
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", S2VWarning)
+        warnings.filterwarnings("default", category=S2VWarning, module=r"s2v\.")
+        warnings.showwarning = _show_warning
+        try:
+            return args.command(args)
+        except S2VError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def generate(args: argparse.Namespace) -> int:
+    from .loading import load_pipeline
+    from .video import save_video, video_format
+
+    preset = PRESETS[args.preset]
+    video_format(args.out)  # a bad output name fails before minutes of generation
+    if preset.wiring_check and not args.model:
+        print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
+    pipe = load_pipeline(_load_settings(args))
+    started = time.perf_counter()
+    output = pipe(
+        image=args.subject,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        height=args.height or preset.height,
+        width=args.width or preset.width,
+        num_frames=args.frames or preset.num_frames,
+        num_inference_steps=args.steps or preset.num_inference_steps,
+        guidance_scale=preset.guidance_scale if args.guidance is None else args.guidance,
+        use_dynamic_cfg=args.dynamic_cfg,
+        seed=args.seed,
+        remove_background=args.remove_background,
+    )
+    path = save_video(output.frames, args.out, fps=args.fps or preset.fps)
+    seconds = time.perf_counter() - started
+    print(f"wrote {path} ({len(output.frames)} frames, seed {output.seed}, {seconds:.1f} s)")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    import diffusers
+    import torch
+    from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
+
+    from .loading import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    lines = {
+        "device": f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "dtype": str(resolve_dtype(args.dtype, device)).removeprefix("torch."),
+        "memory mode": f"offload {args.offload}, quantize {args.quantize}",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "presets": ", ".join(f"{p.name} ({p.model or 'built in-process'})" for p in PRESETS.values()),
+        "weights": f"Hugging Face cache {HF_HUB_CACHE}" + (" (offline)" if HF_HUB_OFFLINE else "")
+        + "; --model takes a hub id or a local folder, --lora a .safetensors file, folder or hub id",
+    }
+    width = max(map(len, lines))
+    for key, value in lines.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _load_settings(args: argparse.Namespace):
+    from .loading import LoadSettings
+
+    return LoadSettings(
+        preset=args.preset,
+        model=args.model,
+        lora=args.lora,
+        lora_alpha=args.lora_alpha,
+        lora_scale=args.lora_scale,
+        dtype=args.dtype,
+        device=args.device,
+        offload=args.offload,
+        quantize=args.quantize,
+        vae_tiling=not args.no_vae_tiling,
+        vae_slicing=not args.no_vae_slicing,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m s2v", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    gen = commands.add_parser("generate", help="make a video of a subject", description="Make a video of a subject.")
+    gen.set_defaults(command=generate)
+    gen.add_argument("--subject", required=True, help="image of the subject (PNG, JPEG, WebP, ...)")
+    gen.add_argument("--prompt", required=True, help="what the subject does; <cls> is added for you")
+    gen.add_argument("--negative-prompt", default="", help="what to steer away from")
+    gen.add_argument("--out", type=Path, default=Path("s2v.mp4"), help=".mp4, .gif, or a folder for PNG frames")
+    gen.add_argument("--steps", type=int, help="denoising steps (preset default)")
+    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (preset default)")
+    gen.add_argument("--dynamic-cfg", action="store_true", help="CogVideoX's cosine guidance schedule")
+    gen.add_argument("--frames", type=int, help="8k+1 frames: 9, 17, ..., 49 (preset default)")
+    gen.add_argument("--height", type=int, help="multiple of 16 (preset default)")
+    gen.add_argument("--width", type=int, help="multiple of 16 (preset default)")
+    gen.add_argument("--fps", type=int, help="frames per second of the written video (preset default)")
+    gen.add_argument("--seed", type=int, help="any whole number >= 0; random when left out (printed)")
+    gen.add_argument("--remove-background", action="store_true", help="cut the subject out with rembg first")
+    _add_model_options(gen)
+
+    show = commands.add_parser("info", help="device, versions, memory mode and where weights are looked for")
+    show.set_defaults(command=info)
+    _add_model_options(show)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from .loading import DTYPES, OFFLOAD_MODES, QUANTIZE_MODES
+
+    group = parser.add_argument_group("model and memory")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model preset (default: tiny)")
+    group.add_argument("--model", help="base model: hub id or local folder (overrides the preset's)")
+    group.add_argument("--lora", help="the method's LoRA: .safetensors file, folder or hub repo id")
+    group.add_argument(
+        "--lora-alpha", type=float, help="override the LoRA's alpha (default: file metadata; 64 for the authors' file)",
+    )
+    group.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength on top of alpha/rank (default 1.0)")
+    group.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--offload", choices=OFFLOAD_MODES, default="none", help="CPU offload (GPU only)")
+    group.add_argument(
+        "--quantize", choices=QUANTIZE_MODES, default="none", help="bitsandbytes for transformer and T5 (GPU only)"
+    )
+    group.add_argument("--no-vae-tiling", action="store_true", help="decode whole frames (more memory)")
+    group.add_argument("--no-vae-slicing", action="store_true", help="decode the batch at once (more memory)")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

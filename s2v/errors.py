@@ -1,0 +1,15 @@
+"""The two kinds of message s2v gives its users.
+
+`S2VError` is raised for anything the user can fix (a bad input, a missing model, an
+impossible setting); the CLI and the app print its text as is, never a traceback.
+`S2VWarning` marks something that went on in a degraded way (e.g. background removal
+skipped), so callers can surface it with `warnings.catch_warnings`.
+"""
+
+
+class S2VError(ValueError):
+    """A problem the user can act on; its message says what to do."""
+
+
+class S2VWarning(UserWarning):
+    """Work went on, but not quite as asked; the message says what changed."""

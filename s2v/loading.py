@@ -1,0 +1,364 @@
+"""Loading: presets, base models from the Hub or a folder, LoRA files, memory modes.
+
+Everything a user can get wrong here (a missing model, a LoRA that does not fit, 8-bit
+without a GPU) ends in one `S2VError` that says where s2v looked and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import CogVideoXDPMScheduler
+from diffusers.utils.peft_utils import get_peft_kwargs
+from peft.utils import get_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from .errors import S2VError
+from .pipeline import S2VPipeline
+from .presets import AUTHORS_CHECKPOINT_HINT, PRESETS, Preset
+from .tiny import tiny_components
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+QUANTIZE_MODES = ("none", "int8", "nf4")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+ADAPTER_NAME = "s2v"
+AUTHORS_LORA_FILE = "pytorch_lora_weights_transformer.safetensors"
+OUR_LORA_FILE = "pytorch_lora_weights.safetensors"
+AUTHORS_RANK = 128
+AUTHORS_ALPHA = 64
+LORA_TARGET_MODULES = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj", "text_proj", "norm1.linear", "norm2.linear", "ff.net.2",
+)
+"""METHOD §4; peft matches by suffix, so `proj` also wraps `patch_embed.proj` and `ff.net.0.proj`."""
+METADATA_KEY = "lora_adapter_metadata"
+
+
+@dataclass
+class LoadSettings:
+    """How to build a pipeline; the CLI's and the app's flags map onto these fields."""
+
+    preset: str = "tiny"
+    model: str | None = None
+    """Hub id or local folder of the base model; overrides the preset's."""
+    lora: str | None = None
+    """LoRA file, folder or hub repo (safetensors only)."""
+    lora_alpha: float | None = None
+    """Overrides the alpha from the file's metadata or the authors' layout rule."""
+    lora_scale: float = 1.0
+    """Strength on top of alpha / rank (1.0 = as trained)."""
+    dtype: str = "auto"
+    device: str = "auto"
+    offload: str = "none"
+    quantize: str = "none"
+    vae_tiling: bool = True
+    vae_slicing: bool = True
+    tiny_seed: int = 0
+
+
+@dataclass
+class LoraInfo:
+    """Which LoRA was loaded and at what strength (alpha / rank x scale)."""
+
+    path: str
+    rank: int
+    alpha: float
+    scale: float
+    alpha_from: str
+    keys: int = field(default=0)
+
+    @property
+    def effective_scale(self) -> float:
+        return self.alpha / self.rank * self.scale
+
+
+def load_pipeline(settings: LoadSettings) -> S2VPipeline:
+    """Build the pipeline a `LoadSettings` describes, ready to call."""
+    preset = _preset(settings.preset)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    check_memory_settings(settings, device)
+    if preset.needs_lora and not settings.lora:
+        raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
+
+    if preset.model is None and settings.model is None:
+        pipe = S2VPipeline(**tiny_components(settings.tiny_seed))
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
+    else:
+        pipe = _from_pretrained(settings.model or preset.model, dtype, settings.quantize)
+    pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    if settings.lora:
+        pipe.lora_info = load_lora(pipe, settings.lora, settings.lora_alpha, settings.lora_scale)
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+    if settings.vae_slicing:
+        pipe.vae.enable_slicing()
+    if settings.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif settings.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif settings.quantize == "none":
+        pipe.to(device)
+    return pipe
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise S2VError(f"--device {device} was asked for, but this machine has no usable CUDA GPU.")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise S2VError(f"Unknown device '{device}': use auto, cpu, cuda or cuda:N.") from None
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU (the model's own precision), fp32 on a CPU, where bf16 is slow."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise S2VError(f"Unknown dtype '{name}': use auto, {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def check_memory_settings(settings: LoadSettings, device: torch.device) -> None:
+    """Refuse memory modes that cannot work here before any weight is read."""
+    if settings.offload not in OFFLOAD_MODES:
+        raise S2VError(f"Unknown --offload '{settings.offload}': use {', '.join(OFFLOAD_MODES)}.")
+    if settings.quantize not in QUANTIZE_MODES:
+        raise S2VError(f"Unknown --quantize '{settings.quantize}': use {', '.join(QUANTIZE_MODES)}.")
+    if settings.offload != "none" and device.type != "cuda":
+        raise S2VError(
+            f"--offload {settings.offload} moves weights between the CPU and a GPU, and there is no GPU "
+            "here; on a CPU all weights already live in RAM: use --offload none."
+        )
+    if settings.quantize != "none" and device.type != "cuda":
+        raise S2VError(
+            f"--quantize {settings.quantize} uses bitsandbytes, which needs a CUDA GPU to quantize the "
+            "transformer; on this machine use --quantize none (and --dtype fp32 or bf16)."
+        )
+    if settings.quantize != "none" and PRESETS.get(settings.preset, None) and settings.model is None:
+        if PRESETS[settings.preset].model is None:
+            raise S2VError("--quantize applies to models loaded from the Hub or a folder, not the tiny preset.")
+    if settings.quantize != "none" and settings.offload == "sequential":
+        raise S2VError("--offload sequential cannot move bitsandbytes-quantized weights; use --offload model.")
+
+
+def quantization_config(mode: str, compute_dtype: torch.dtype):
+    """bitsandbytes for the transformer (diffusers) and T5 (transformers), or None."""
+    if mode == "none":
+        return None
+    from diffusers import BitsAndBytesConfig as DiffusersBnb
+    from diffusers import PipelineQuantizationConfig
+    from transformers import BitsAndBytesConfig as TransformersBnb
+
+    if mode == "int8":
+        options = dict(load_in_8bit=True)
+    else:
+        options = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    return PipelineQuantizationConfig(
+        quant_mapping={"transformer": DiffusersBnb(**options), "text_encoder": TransformersBnb(**options)}
+    )
+
+
+def _preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise S2VError(f"Unknown preset '{name}': choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]
+
+
+def _from_pretrained(model: str, dtype: torch.dtype, quantize: str) -> S2VPipeline:
+    """The base model from a local folder (CogVideoX's layout) or a hub id / the HF cache."""
+    local = Path(model).expanduser()
+    looks_local = local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local:
+        if not (local / "model_index.json").is_file():
+            raise S2VError(
+                f"{local} is not a diffusers model folder: expected model_index.json with transformer/, "
+                "vae/, text_encoder/, tokenizer/ and scheduler/ beside it (the layout of THUDM/CogVideoX-5b)."
+            )
+        source = str(local)
+    else:
+        source = model
+    try:
+        return S2VPipeline.from_pretrained(
+            source, torch_dtype=dtype, quantization_config=quantization_config(quantize, dtype)
+        )
+    except S2VError:
+        raise
+    except (OSError, ValueError, RuntimeError) as error:
+        raise S2VError(_missing_model_message(model, looks_local, error)) from None
+
+
+def _missing_model_message(model: str, local: bool, error: Exception) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    if local:
+        return f"Could not load the model folder {model}: {reason}"
+    return (
+        f"Could not load '{model}': it is not in the Hugging Face cache ({HF_HUB_CACHE}) and the Hub could "
+        f"not provide it ({reason}). On a machine with internet it downloads on first use; otherwise "
+        f"download it elsewhere (`hf download {model} --local-dir ./{model.split('/')[-1]}`) and pass "
+        f"--model ./{model.split('/')[-1]}."
+    )
+
+
+def load_lora(
+    pipe: S2VPipeline, source: str, alpha: float | None = None, scale: float = 1.0, adapter_name: str = ADAPTER_NAME
+) -> LoraInfo:
+    """Load a transformer LoRA (the authors' file as is, or ours) and check it fits exactly.
+
+    Alpha rule (METHOD §4): the file's metadata wins; without metadata, the authors'
+    layout (their file name, the §4 key set at rank 128) gets alpha 64; anything else
+    follows diffusers' default (alpha = rank); an explicit `alpha` overrides all.
+    """
+    path = resolve_lora_file(source)
+    state_dict, metadata = read_lora_file(path)
+    config, alpha_from = lora_config(pipe, path, state_dict, metadata, alpha)
+    pipe.load_lora_into_transformer(
+        state_dict,
+        transformer=pipe.transformer,
+        adapter_name=adapter_name,
+        metadata={f"transformer.{key}": value for key, value in config.items()},
+        _pipeline=pipe,
+    )
+    _check_lora_fits(pipe, state_dict, adapter_name, path)
+    if scale != 1.0:
+        pipe.set_adapters([adapter_name], [scale])
+    return LoraInfo(str(path), config["r"], config["lora_alpha"], scale, alpha_from, len(state_dict))
+
+
+def save_lora(transformer, folder: str | os.PathLike, adapter_name: str = ADAPTER_NAME) -> Path:
+    """Write a transformer adapter in diffusers' LoRA format, with its metadata (rank and alpha)."""
+    S2VPipeline.save_lora_weights(
+        folder,
+        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
+        transformer_lora_adapter_metadata=transformer.peft_config[adapter_name].to_dict(),
+        weight_name=OUR_LORA_FILE,
+    )
+    return Path(folder) / OUR_LORA_FILE
+
+
+def resolve_lora_file(source: str) -> Path:
+    """A local .safetensors file, a folder holding one, or a hub repo id holding one."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise S2VError(f"{path.name}: only .safetensors LoRA files are loaded (pickle files can run code).")
+        return path
+    if path.is_dir():
+        for name in (AUTHORS_LORA_FILE, OUR_LORA_FILE):
+            if (path / name).is_file():
+                return path / name
+        candidates = sorted(path.glob("*.safetensors"))
+        if len(candidates) == 1:
+            return candidates[0]
+        raise S2VError(
+            f"No single LoRA file in {path}: expected {AUTHORS_LORA_FILE} or {OUR_LORA_FILE} "
+            f"(found {len(candidates)} .safetensors files)."
+        )
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise S2VError(
+            f"LoRA not found: {source} is neither a file, a folder nor a hub repo id. {AUTHORS_CHECKPOINT_HINT}"
+        )
+    return _download_lora(source)
+
+
+def _download_lora(repo_id: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    reason = ""
+    for name in (AUTHORS_LORA_FILE, OUR_LORA_FILE):
+        try:
+            return Path(hf_hub_download(repo_id, name))
+        except EntryNotFoundError:
+            reason = f"no {AUTHORS_LORA_FILE} or {OUR_LORA_FILE} in the repo"
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            break
+    raise S2VError(
+        f"Could not get the LoRA '{repo_id}' from the Hugging Face Hub or its cache ({reason}). "
+        "Download the file and pass its local path to --lora."
+    )
+
+
+def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The tensors and diffusers' adapter metadata (None when the file carries none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        state_dict = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise S2VError(f"{path.name} is not a readable safetensors file: {error}") from None
+    if not state_dict or not all(".lora_A." in key or ".lora_B." in key for key in state_dict):
+        raise S2VError(f"{path.name} is not a LoRA: its keys should end in lora_A.weight / lora_B.weight.")
+    if not all(key.startswith("transformer.") for key in state_dict):
+        raise S2VError(f"{path.name} is not a transformer LoRA in diffusers' format (keys start with 'transformer.').")
+    metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else None
+    return state_dict, metadata
+
+
+def lora_config(pipe, path: Path, state_dict: dict, metadata: dict | None, alpha: float | None) -> tuple[dict, str]:
+    """peft LoraConfig arguments for this file, and where its alpha came from."""
+    if metadata:
+        config = {key.removeprefix("transformer."): value for key, value in metadata.items()}
+        alpha_from = "file metadata"
+    else:
+        unprefixed = {key.removeprefix("transformer."): value for key, value in state_dict.items()}
+        ranks = {f"^{key}": value.shape[1] for key, value in unprefixed.items() if "lora_B" in key}
+        config = get_peft_kwargs(ranks, None, unprefixed)
+        if _is_authors_layout(pipe.transformer, path, unprefixed, config):
+            config["lora_alpha"] = AUTHORS_ALPHA
+            alpha_from = f"authors' release layout (alpha {AUTHORS_ALPHA}, rank {AUTHORS_RANK})"
+        else:
+            alpha_from = "diffusers default (alpha = rank)"
+    if alpha is not None:
+        if not alpha > 0:
+            raise S2VError(f"--lora-alpha must be positive, not {alpha}.")
+        config = {**config, "lora_alpha": alpha, "alpha_pattern": {}}
+        alpha_from = "--lora-alpha"
+    return config, alpha_from
+
+
+def authors_lora_modules(transformer) -> set[str]:
+    """The module paths METHOD §4's target list wraps in this transformer."""
+    names = set()
+    for name, module in transformer.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and any(
+            name == target or name.endswith("." + target) for target in LORA_TARGET_MODULES
+        ):
+            names.add(name)
+    return names
+
+
+def _is_authors_layout(transformer, path: Path, state_dict: dict, config: dict) -> bool:
+    modules = {key.split(".lora_")[0] for key in state_dict}
+    return (
+        path.name == AUTHORS_LORA_FILE
+        and config["r"] == AUTHORS_RANK
+        and not config["rank_pattern"]
+        and modules == authors_lora_modules(transformer)
+    )
+
+
+def _check_lora_fits(pipe, state_dict: dict, adapter_name: str, path: Path) -> None:
+    """Every tensor in the file found its module, and every wrapped module got its tensors."""
+    loaded = set(get_peft_model_state_dict(pipe.transformer, adapter_name=adapter_name))
+    wanted = {key.removeprefix("transformer.") for key in state_dict}
+    unexpected, missing = sorted(wanted - loaded), sorted(loaded - wanted)
+    if unexpected or missing:
+        pipe.delete_adapters(adapter_name)
+        raise S2VError(
+            f"{path.name} does not fit this model: {len(unexpected)} of its tensors match no module "
+            f"({', '.join(unexpected[:3])}) and {len(missing)} expected tensors are missing "
+            f"({', '.join(missing[:3])}). Is it a LoRA for this base model?"
+        )

@@ -1,0 +1,253 @@
+"""`S2VPipeline`: subject image + prompt -> video, with reference tokens (METHOD §2-3)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from .errors import S2VError, S2VWarning
+from .model import check_supported, predict
+from .subject import SubjectSource, prepare_subject
+from .text import REFERENCE_TOKEN, add_reference_token, strip_reference_token, with_reference_token
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+MAX_SIDE = 2048
+MAX_SEED = 2**64 - 1
+
+
+@dataclass
+class S2VPipelineOutput(BaseOutput):
+    """What one generation produced.
+
+    frames: the video (`[F, H, W, 3]` floats in [0, 1] for "np", PIL images for "pil",
+        `[F, 3, H, W]` for "pt", latents for "latent"); None when interrupted.
+    subject: the subject exactly as the model saw it (after orientation, background
+        removal and padding).
+    seed: the seed that fixed this run, or None when the caller passed a generator.
+    interrupted: True when the run was stopped before its last denoising step.
+    """
+
+    frames: np.ndarray | list[Image.Image] | torch.Tensor | None
+    subject: Image.Image
+    seed: int | None
+    interrupted: bool
+
+
+class S2VPipeline(CogVideoXPipeline):
+    """CogVideoX text-to-video with the subject image entering as reference tokens.
+
+    The components are stock diffusers/transformers classes (so LoRA files, offloading,
+    quantization and caching work as in `CogVideoXPipeline`); only the denoising input
+    differs: the clean reference latent is prepended as latent frame 0 and `<cls>` leads
+    the prompt. Guidance is over text only: both branches see the same reference.
+    """
+
+    def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
+        super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
+        check_supported(transformer)
+        self.reference_token_id = add_reference_token(tokenizer, text_encoder)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: SubjectSource,
+        prompt: str,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 6.0,
+        use_dynamic_cfg: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        remove_background: bool = False,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+        callback_on_step_end: Callable[[S2VPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | tuple[str, ...] = ("latents",),
+    ) -> S2VPipelineOutput | tuple:
+        """Generate a video of the subject in `image` doing what `prompt` says.
+
+        `prompt` gets its `<cls>` prefix here (once, even if typed); `negative_prompt`
+        never carries it. `num_frames` must be 8k+1 (9..49 for CogVideoX-5B): an even
+        latent-frame count decodes to the wrong length. Height and width must be
+        multiples of 16. Pass `seed` or `generator`, not both; with neither, a random
+        seed is drawn and returned. A callback that sets `pipe._interrupt = True` stops
+        the run at the next step (frames are then None).
+        """
+        # 1. Check every input before any work is done
+        height = height or self.transformer.config.sample_height * self.vae_scale_factor_spatial
+        width = width or self.transformer.config.sample_width * self.vae_scale_factor_spatial
+        num_frames = num_frames or self.transformer.config.sample_frames
+        negative_prompt = "" if negative_prompt is None else negative_prompt
+        self._check_call_inputs(
+            prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+            seed, generator, output_type, callback_on_step_end_tensor_inputs,
+        )
+        if generator is None:
+            seed = secrets.randbits(63) if seed is None else seed
+            generator = torch.Generator("cpu").manual_seed(seed)
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
+        self._interrupt = False
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+
+        # 2. The subject exactly as the model will see it
+        subject = prepare_subject(image, width, height, remove_background=remove_background)
+
+        # 3. Text: `<cls>` leads the prompt, never the negative prompt
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            with_reference_token(prompt),
+            strip_reference_token(negative_prompt),
+            do_classifier_free_guidance=do_cfg,
+            max_sequence_length=self.transformer.config.max_text_seq_length,
+            device=device,
+        )
+        if do_cfg:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
+
+        # 4. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 5. Initial noise for the video latents
+        latents = self.prepare_latents(
+            1, self.transformer.config.in_channels, num_frames, height, width,
+            prompt_embeds.dtype, device, generator,
+        )
+
+        # 6. Clean reference latent, drawn from the run's generator; the same in both CFG branches
+        reference = self.encode_reference(subject, generator).to(device, prompt_embeds.dtype)
+        reference = reference.repeat(prompt_embeds.shape[0], 1, 1, 1, 1)
+
+        # 7. Denoising loop
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
+        old_pred_original_sample = None
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                self._current_timestep = t
+                latent_input = torch.cat([latents] * 2) if do_cfg else latents
+                latent_input = self.scheduler.scale_model_input(latent_input, t)
+                with self.transformer.cache_context("cond_uncond"):
+                    noise_pred = predict(
+                        self.transformer, latent_input, t.expand(latent_input.shape[0]), prompt_embeds,
+                        reference, attention_kwargs=attention_kwargs,
+                    ).float()
+                if use_dynamic_cfg:
+                    self._guidance_scale = 1 + guidance_scale * (
+                        (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2
+                    )
+                if do_cfg:
+                    noise_uncond, noise_text = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
+                if isinstance(self.scheduler, CogVideoXDPMScheduler):
+                    latents, old_pred_original_sample = self.scheduler.step(
+                        noise_pred, old_pred_original_sample, t, timesteps[i - 1] if i > 0 else None,
+                        latents, **extra_step_kwargs, return_dict=False,
+                    )
+                else:
+                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                latents = latents.to(prompt_embeds.dtype)
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "reference": reference}
+                    outputs = callback_on_step_end(
+                        self, i, t, {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    )
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
+        self._current_timestep = None
+        interrupted = self.interrupt
+
+        # 8. Decode
+        if interrupted:
+            frames = None
+        elif output_type == "latent":
+            frames = latents[0]
+        else:
+            video = self.decode_latents(latents)
+            frames = self.video_processor.postprocess_video(video=video, output_type=output_type)[0]
+        self.maybe_free_model_hooks()
+
+        output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
+        return output if return_dict else output.to_tuple()
+
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "reference"]
+
+    def encode_reference(self, subject: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        """The subject as a one-frame latent clip `[1, 1, C, h, w]`, scaled by the VAE's factor."""
+        pixels = self.video_processor.preprocess(subject, subject.height, subject.width)
+        pixels = pixels.unsqueeze(2).to(self.vae.device, self.vae.dtype)
+        # One frame needs no tiling, and tiled encoding can miss the grid by a row.
+        tiling, self.vae.use_tiling = self.vae.use_tiling, False
+        try:
+            latent = self.vae.encode(pixels).latent_dist.sample(generator=generator)
+        finally:
+            self.vae.use_tiling = tiling
+        return latent.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor
+
+    def _check_call_inputs(
+        self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+        seed, generator, output_type, tensor_inputs,
+    ) -> None:
+        if not isinstance(prompt, str) or not strip_reference_token(prompt):
+            raise S2VError("Write a prompt describing what the subject should do.")
+        if not isinstance(negative_prompt, str):
+            raise S2VError("The negative prompt must be text.")
+        if REFERENCE_TOKEN in negative_prompt:
+            warnings.warn(f"{REFERENCE_TOKEN} was removed from the negative prompt.", S2VWarning)
+        self._warn_if_truncated(with_reference_token(prompt), "prompt")
+        self._warn_if_truncated(strip_reference_token(negative_prompt), "negative prompt")
+        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
+        for name, value in (("height", height), ("width", width)):
+            if not _is_int(value) or value < multiple or value > MAX_SIDE or value % multiple:
+                raise S2VError(
+                    f"{name} must be a multiple of {multiple} between {multiple} and {MAX_SIDE}, not {value}."
+                )
+        max_frames = self.transformer.config.sample_frames
+        if not _is_int(num_frames) or num_frames < 9 or num_frames > max_frames or (num_frames - 1) % 8:
+            raise S2VError(
+                f"num_frames must be 8k+1 between 9 and {max_frames} (9, 17, 25, ...), not {num_frames}: "
+                "other counts decode to the wrong length."
+            )
+        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= 1000:
+            raise S2VError(f"num_inference_steps must be a whole number from 1 to 1000, not {num_inference_steps}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
+            math.isfinite(guidance_scale) and guidance_scale >= 0
+        ):
+            raise S2VError(f"guidance_scale must be a number >= 0, not {guidance_scale}.")
+        if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
+            raise S2VError(f"seed must be a whole number from 0 to {MAX_SEED}, not {seed}.")
+        if seed is not None and generator is not None:
+            raise S2VError("Pass either a seed or a generator, not both.")
+        if output_type not in OUTPUT_TYPES:
+            raise S2VError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, not {output_type!r}.")
+        unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise S2VError(f"Callbacks can receive {self._callback_tensor_inputs}, not {sorted(unknown)}.")
+
+    def _warn_if_truncated(self, text: str, what: str) -> None:
+        limit = self.transformer.config.max_text_seq_length
+        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        if len(ids) > limit:
+            dropped = self.tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+            warnings.warn(f"The {what} is longer than {limit} tokens; this part is ignored: {dropped!r}", S2VWarning)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

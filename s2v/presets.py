@@ -1,0 +1,61 @@
+"""Presets: which model to load and the generation defaults the CLI and the app share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AUTHORS_CHECKPOINT_HINT = (
+    "The method's LoRA (pytorch_lora_weights_transformer.safetensors) is published by the "
+    "paper's authors outside the Hugging Face Hub: see 'Get Checkpoint' in "
+    "https://github.com/carpedkm/disentangled-subject-to-vid (a Google Drive download). "
+    "Download it and pass --lora <folder or .safetensors file>."
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model and the settings that suit it."""
+
+    name: str
+    model: str | None
+    """Hub id of the base model; None for a model built in-process."""
+    description: str
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    fps: int
+    needs_lora: bool
+    """Whether the base model needs the method's LoRA to follow the subject at all."""
+    wiring_check: bool = False
+    """Random weights: output is noise, useful only to check that everything runs."""
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        model=None,
+        description="tiny random-weight CogVideoX built in-process (a wiring check: its videos are noise)",
+        height=64,
+        width=96,
+        num_frames=9,
+        num_inference_steps=4,
+        guidance_scale=6.0,
+        fps=8,
+        needs_lora=False,
+        wiring_check=True,
+    ),
+    "cogvideox-5b": Preset(
+        name="cogvideox-5b",
+        model="THUDM/CogVideoX-5b",
+        description="CogVideoX-5B with the method's subject LoRA (arXiv 2504.17816)",
+        height=480,
+        width=720,
+        num_frames=49,
+        num_inference_steps=50,
+        guidance_scale=6.0,
+        fps=8,
+        needs_lora=True,
+    ),
+}

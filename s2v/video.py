@@ -1,0 +1,114 @@
+"""Writing generated frames: browser-playable mp4, GIF, or a folder of PNGs.
+
+Every writer goes through a temporary name and an atomic rename, so a file at the
+target path is always complete (the app and eval runners rely on that).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import S2VError
+
+Frames = Sequence[Image.Image] | np.ndarray
+VIDEO_FORMATS = ("mp4", "gif", "png")
+
+
+def video_format(path: str | os.PathLike) -> str:
+    """The format a path asks for: its extension, or PNG frames for a folder-like path."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in ("mp4", "gif"):
+        return suffix
+    if suffix == "":
+        return "png"
+    raise S2VError(f"Cannot write '{path}': use a .mp4 or .gif name, or a folder name for PNG frames.")
+
+
+def save_video(frames: Frames, path: str | os.PathLike, fps: int = 8) -> Path:
+    """Write `frames` to `path` in the format its name asks for; returns the path."""
+    if fps < 1:
+        raise S2VError(f"fps must be at least 1, not {fps}.")
+    array = frames_to_uint8(frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[video_format(path)]
+    writer(array, path, fps)
+    return path
+
+
+def frames_to_uint8(frames: Frames) -> np.ndarray:
+    """`[F, H, W, 3]` uint8 from PIL frames, uint8 arrays or floats in [0, 1]."""
+    if isinstance(frames, np.ndarray):
+        array = frames
+    else:
+        array = np.stack([np.asarray(frame.convert("RGB")) for frame in frames]) if len(frames) else np.zeros(0)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
+        raise S2VError(f"Expected frames as [frames, height, width, 3], got shape {array.shape}.")
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
+    """H.264 in yuv420p with the index up front: what every browser plays."""
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise S2VError(f"H.264 needs even frame sizes; got {width}x{height}.")
+    with _atomic_target(path) as temporary:
+        writer = imageio_ffmpeg.write_frames(
+            str(temporary),
+            (width, height),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            macro_block_size=2,
+            output_params=["-movflags", "+faststart", "-f", "mp4"],
+        )
+        writer.send(None)
+        for frame in frames:
+            writer.send(frame)
+        writer.close()
+
+
+def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
+    images = [Image.fromarray(frame) for frame in frames]
+    with _atomic_target(path) as temporary:
+        images[0].save(
+            temporary, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+        )
+
+
+def _write_png_frames(frames: np.ndarray, path: Path, fps: int) -> None:
+    """One PNG per frame in a folder; the folder appears whole or not at all."""
+    if path.exists() and any(path.iterdir()):
+        raise S2VError(f"{path} already exists and is not empty; choose a new folder for PNG frames.")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(staging / f"frame_{index:04d}.png")
+    os.chmod(staging, 0o755)
+    if path.exists():
+        path.rmdir()
+    os.replace(staging, path)
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` that replaces it on success and vanishes on failure."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a served video must be readable
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
