@@ -78,7 +78,8 @@ def info(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "presets": ", ".join(f"{p.name} ({p.model or 'built in-process'})" for p in PRESETS.values()),
-        "weights": f"Hugging Face cache {HF_HUB_CACHE}" + (" (offline)" if HF_HUB_OFFLINE else "")
+        "weights": f"Hugging Face cache {HF_HUB_CACHE}"
+        + (" (offline)" if HF_HUB_OFFLINE else "")
         + "; --model takes a hub id or a local folder, --lora a .safetensors file, folder or hub id",
     }
     width = max(map(len, lines))
@@ -140,7 +141,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="base model: hub id or local folder (overrides the preset's)")
     group.add_argument("--lora", help="the method's LoRA: .safetensors file, folder or hub repo id")
     group.add_argument(
-        "--lora-alpha", type=float, help="override the LoRA's alpha (default: file metadata; 64 for the authors' file)",
+        "--lora-alpha",
+        type=float,
+        help="override the LoRA's alpha (default: file metadata; 64 for the authors' file)",
     )
     group.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength on top of alpha/rank (default 1.0)")
     group.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on GPU, fp32 on CPU")

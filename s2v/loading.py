@@ -33,7 +33,15 @@ OUR_LORA_FILE = "pytorch_lora_weights.safetensors"
 AUTHORS_RANK = 128
 AUTHORS_ALPHA = 64
 LORA_TARGET_MODULES = (
-    "to_q", "to_k", "to_v", "to_out.0", "proj", "text_proj", "norm1.linear", "norm2.linear", "ff.net.2",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj",
+    "text_proj",
+    "norm1.linear",
+    "norm2.linear",
+    "ff.net.2",
 )
 """METHOD §4; peft matches by suffix, so `proj` also wraps `patch_embed.proj` and `ff.net.0.proj`."""
 METADATA_KEY = "lora_adapter_metadata"

@@ -92,8 +92,17 @@ class S2VPipeline(CogVideoXPipeline):
         num_frames = num_frames or self.transformer.config.sample_frames
         negative_prompt = "" if negative_prompt is None else negative_prompt
         self._check_call_inputs(
-            prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
-            seed, generator, output_type, callback_on_step_end_tensor_inputs,
+            prompt,
+            negative_prompt,
+            height,
+            width,
+            num_frames,
+            num_inference_steps,
+            guidance_scale,
+            seed,
+            generator,
+            output_type,
+            callback_on_step_end_tensor_inputs,
         )
         if generator is None:
             seed = secrets.randbits(63) if seed is None else seed
@@ -126,8 +135,14 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 5. Initial noise for the video latents
         latents = self.prepare_latents(
-            1, self.transformer.config.in_channels, num_frames, height, width,
-            prompt_embeds.dtype, device, generator,
+            1,
+            self.transformer.config.in_channels,
+            num_frames,
+            height,
+            width,
+            prompt_embeds.dtype,
+            device,
+            generator,
         )
 
         # 6. Clean reference latent, drawn from the run's generator; the same in both CFG branches
@@ -146,8 +161,12 @@ class S2VPipeline(CogVideoXPipeline):
                 latent_input = self.scheduler.scale_model_input(latent_input, t)
                 with self.transformer.cache_context("cond_uncond"):
                     noise_pred = predict(
-                        self.transformer, latent_input, t.expand(latent_input.shape[0]), prompt_embeds,
-                        reference, attention_kwargs=attention_kwargs,
+                        self.transformer,
+                        latent_input,
+                        t.expand(latent_input.shape[0]),
+                        prompt_embeds,
+                        reference,
+                        attention_kwargs=attention_kwargs,
                     ).float()
                 if use_dynamic_cfg:
                     self._guidance_scale = 1 + guidance_scale * (
@@ -158,8 +177,13 @@ class S2VPipeline(CogVideoXPipeline):
                     noise_pred = noise_uncond + self.guidance_scale * (noise_text - noise_uncond)
                 if isinstance(self.scheduler, CogVideoXDPMScheduler):
                     latents, old_pred_original_sample = self.scheduler.step(
-                        noise_pred, old_pred_original_sample, t, timesteps[i - 1] if i > 0 else None,
-                        latents, **extra_step_kwargs, return_dict=False,
+                        noise_pred,
+                        old_pred_original_sample,
+                        t,
+                        timesteps[i - 1] if i > 0 else None,
+                        latents,
+                        **extra_step_kwargs,
+                        return_dict=False,
                     )
                 else:
                     latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
@@ -202,8 +226,18 @@ class S2VPipeline(CogVideoXPipeline):
         return latent.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor
 
     def _check_call_inputs(
-        self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
-        seed, generator, output_type, tensor_inputs,
+        self,
+        prompt,
+        negative_prompt,
+        height,
+        width,
+        num_frames,
+        num_inference_steps,
+        guidance_scale,
+        seed,
+        generator,
+        output_type,
+        tensor_inputs,
     ) -> None:
         if not isinstance(prompt, str) or not strip_reference_token(prompt):
             raise S2VError("Write a prompt describing what the subject should do.")
@@ -227,8 +261,10 @@ class S2VPipeline(CogVideoXPipeline):
             )
         if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= 1000:
             raise S2VError(f"num_inference_steps must be a whole number from 1 to 1000, not {num_inference_steps}.")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
-            math.isfinite(guidance_scale) and guidance_scale >= 0
+        if (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, (int, float))
+            or not (math.isfinite(guidance_scale) and guidance_scale >= 0)
         ):
             raise S2VError(f"guidance_scale must be a number >= 0, not {guidance_scale}.")
         if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):

@@ -49,9 +49,7 @@ def load_subject(source: SubjectSource) -> Image.Image:
     elif isinstance(source, (str, os.PathLike)):
         image = _open_file(Path(source))
     else:
-        raise S2VError(
-            f"The subject must be an image file path, a PIL image or an array, not {type(source).__name__}."
-        )
+        raise S2VError(f"The subject must be an image file path, a PIL image or an array, not {type(source).__name__}.")
     _check_pixel_count(image.width, image.height, "The subject image")
     try:
         image = ImageOps.exif_transpose(image)
