@@ -341,7 +341,8 @@ def authors_lora_modules(transformer) -> set[str]:
     """The module paths METHOD §4's target list wraps in this transformer."""
     names = set()
     for name, module in transformer.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and any(
+        is_layer = isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) or hasattr(module, "base_layer")
+        if is_layer and any(
             name == target or name.endswith("." + target) for target in LORA_TARGET_MODULES
         ):
             names.add(name)
