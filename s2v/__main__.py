@@ -21,8 +21,7 @@ EXIT_USER_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", S2VWarning)
-        warnings.filterwarnings("default", category=S2VWarning, module=r"s2v\.")
+        warnings.simplefilter("always", S2VWarning)
         warnings.showwarning = _show_warning
         try:
             return args.command(args)
@@ -157,7 +156,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """Our warnings as one plain line; library warnings keep their usual form."""
+    if issubclass(category, S2VWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 
 
 if __name__ == "__main__":

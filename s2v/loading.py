@@ -342,9 +342,7 @@ def authors_lora_modules(transformer) -> set[str]:
     names = set()
     for name, module in transformer.named_modules():
         is_layer = isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) or hasattr(module, "base_layer")
-        if is_layer and any(
-            name == target or name.endswith("." + target) for target in LORA_TARGET_MODULES
-        ):
+        if is_layer and any(name == target or name.endswith("." + target) for target in LORA_TARGET_MODULES):
             names.add(name)
     return names
 

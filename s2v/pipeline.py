@@ -87,9 +87,10 @@ class S2VPipeline(CogVideoXPipeline):
         the run at the next step (frames are then None).
         """
         # 1. Check every input before any work is done
-        height = height or self.transformer.config.sample_height * self.vae_scale_factor_spatial
-        width = width or self.transformer.config.sample_width * self.vae_scale_factor_spatial
-        num_frames = num_frames or self.transformer.config.sample_frames
+        config = self.transformer.config
+        height = config.sample_height * self.vae_scale_factor_spatial if height is None else height
+        width = config.sample_width * self.vae_scale_factor_spatial if width is None else width
+        num_frames = config.sample_frames if num_frames is None else num_frames
         negative_prompt = "" if negative_prompt is None else negative_prompt
         self._check_call_inputs(
             prompt,

@@ -120,7 +120,11 @@ def test_scale_multiplies_the_strength(tmp_path, tiny_pipe):
 
 def test_file_metadata_wins_over_the_authors_rule(tmp_path, tiny_pipe):
     state = lora_state_dict(rank=128, alpha=128)
-    metadata = {"transformer.r": 128, "transformer.lora_alpha": 16, "transformer.target_modules": list(LORA_TARGET_MODULES)}
+    metadata = {
+        "transformer.r": 128,
+        "transformer.lora_alpha": 16,
+        "transformer.target_modules": list(LORA_TARGET_MODULES),
+    }
     save_file(state, str(tmp_path / AUTHORS_LORA_FILE), metadata={"lora_adapter_metadata": json.dumps(metadata)})
     info = load_lora(tiny_pipe, str(tmp_path))
     assert info.alpha == 16 and info.alpha_from == "file metadata"

@@ -111,7 +111,7 @@ def test_attention_sees_reference_at_frame_zero_and_video_at_frames_one_to_t(tra
 
     patch = TRANSFORMER_CONFIG["patch_size"]
     tokens_per_frame = (4 // patch) * (6 // patch)
-    (sequence, (cos, sin)), = recorder.calls
+    ((sequence, (cos, sin)),) = recorder.calls
     assert sequence == 4 * tokens_per_frame  # reference + 3 video frames, text kept apart
     frame_rope = [rotary_embedding(transformer, 4, 6, 1, first_frame=frame) for frame in range(4)]
     for frame, (expected_cos, expected_sin) in enumerate(frame_rope):

@@ -20,8 +20,9 @@ def t5_like():
     """A tokenizer and a T5 whose embedding matrix has padding rows beyond the vocabulary, as in CogVideoX."""
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer) + EMBEDDING_PADDING_ROWS, d_model=16, d_kv=8, d_ff=32,
-                      num_layers=1, num_heads=2)
+    config = T5Config(
+        vocab_size=len(tokenizer) + EMBEDDING_PADDING_ROWS, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2
+    )
     return tokenizer, T5EncoderModel(config).eval()
 
 
@@ -54,7 +55,13 @@ def test_reference_token_is_one_token_at_the_start(t5_like):
 
 @pytest.mark.parametrize(
     "typed",
-    ["a cat surfing", "<cls> a cat surfing", "<cls>a cat surfing", "  <cls>  <cls> a cat surfing ", "a <cls> cat surfing"],
+    [
+        "a cat surfing",
+        "<cls> a cat surfing",
+        "<cls>a cat surfing",
+        "  <cls>  <cls> a cat surfing ",
+        "a <cls> cat surfing",
+    ],
 )
 def test_prefix_is_added_exactly_once_whatever_the_user_typed(typed):
     assert with_reference_token(typed) == f"{REFERENCE_TOKEN} a cat surfing"

@@ -114,8 +114,12 @@ def three_stream_forward(
     p = config.patch_size
     grid = (height // p, width // p)
 
-    t_emb = get_timestep_embedding(timestep, config.attention_head_dim * config.num_attention_heads,
-                                   flip_sin_to_cos=config.flip_sin_to_cos, downscale_freq_shift=config.freq_shift)
+    t_emb = get_timestep_embedding(
+        timestep,
+        config.attention_head_dim * config.num_attention_heads,
+        flip_sin_to_cos=config.flip_sin_to_cos,
+        downscale_freq_shift=config.freq_shift,
+    )
     temb = linear(F.silu(linear(t_emb, transformer.time_embedding.linear_1)), transformer.time_embedding.linear_2)
 
     text = linear(text_embeds, transformer.patch_embed.text_proj)

@@ -1,0 +1,171 @@
+"""`python -m s2v`: generation end to end, the real loading path, and one-line errors."""
+
+from __future__ import annotations
+
+import re
+
+import imageio_ffmpeg
+import pytest
+from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline
+from PIL import Image
+from test_lora import write_authors_file
+
+from s2v.__main__ import main
+from s2v.tiny import SCHEDULER_CONFIG, tiny_components
+
+SMALL_FLAGS = ["--height", "32", "--width", "48", "--frames", "9", "--steps", "2"]
+
+
+@pytest.fixture
+def subject_file(tmp_path, subject_array):
+    path = tmp_path / "cat.png"
+    Image.fromarray(subject_array).save(path)
+    return path
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def video_facts(path) -> tuple[int, tuple[int, int]]:
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    frames = sum(1 for _ in reader)
+    return frames, tuple(meta["size"])
+
+
+def test_generate_writes_a_playable_mp4_with_the_requested_frames_and_size(tmp_path, subject_file, capsys):
+    out = tmp_path / "cat.mp4"
+    code, stdout, stderr = run(
+        capsys,
+        "generate",
+        "--subject",
+        subject_file,
+        "--prompt",
+        "a cat surfing",
+        "--out",
+        out,
+        "--seed",
+        "0",
+        *SMALL_FLAGS,
+    )
+    assert code == 0, stderr
+    assert video_facts(out) == (9, (48, 32))
+    assert "wrote" in stdout and "seed 0" in stdout
+    assert "wiring check" in stderr and "noise" in stderr
+
+
+@pytest.fixture
+def cogvideox_folder(tmp_path):
+    """A tiny model saved in THUDM/CogVideoX-5b's layout: stock pipeline class, DDIM scheduler, no <cls>."""
+    components = tiny_components(seed=0)
+    components["scheduler"] = CogVideoXDDIMScheduler(**SCHEDULER_CONFIG)
+    folder = tmp_path / "CogVideoX-5b"
+    CogVideoXPipeline(**components).save_pretrained(folder)
+    return folder
+
+
+def test_a_local_folder_in_the_cogvideox_layout_loads_and_generates(tmp_path, cogvideox_folder, subject_file, capsys):
+    assert {p.name for p in cogvideox_folder.iterdir()} >= {
+        "model_index.json",
+        "transformer",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    }
+    write_authors_file(tmp_path)
+    out = tmp_path / "video.gif"
+    code, _, stderr = run(
+        capsys,
+        "generate",
+        "--preset",
+        "cogvideox-5b",
+        "--model",
+        cogvideox_folder,
+        "--lora",
+        tmp_path,
+        "--subject",
+        subject_file,
+        "--prompt",
+        "a cat",
+        "--out",
+        out,
+        *SMALL_FLAGS,
+    )
+    assert code == 0, stderr
+    assert Image.open(out).n_frames == 9
+
+
+def one_line_error(code: int, stderr: str) -> str:
+    assert code == 2
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--preset", "cogvideox-5b"], "carpedkm/disentangled-subject-to-vid"),
+        (["--offload", "model"], "no GPU here"),
+        (["--quantize", "int8"], "bitsandbytes, which needs a CUDA GPU"),
+        (["--device", "cuda"], "no usable CUDA GPU"),
+        (["--out", "cat.avi"], "use a .mp4 or .gif"),
+        (["--frames", "12"], "8k\\+1"),
+        (["--model", "./no/such/folder"], "not a diffusers model folder"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(tmp_path, subject_file, capsys, flags, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run(capsys, "generate", "--subject", subject_file, "--prompt", "a cat", *SMALL_FLAGS, *flags)
+    assert re.search(message, one_line_error(code, stderr))
+
+
+def test_an_unreachable_hub_model_names_the_cache_and_the_local_folder_option(tmp_path, subject_file, capsys):
+    write_authors_file(tmp_path)
+    code, _, stderr = run(
+        capsys,
+        "generate",
+        "--preset",
+        "cogvideox-5b",
+        "--lora",
+        tmp_path,
+        "--subject",
+        subject_file,
+        "--prompt",
+        "a cat",
+    )
+    line = one_line_error(code, stderr)
+    assert "THUDM/CogVideoX-5b" in line and "huggingface" in line and "--model" in line
+
+
+def test_a_bad_subject_file_is_one_clear_line(tmp_path, capsys):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    code, _, stderr = run(capsys, "generate", "--subject", empty, "--prompt", "a cat")
+    assert "empty" in one_line_error(code, stderr)
+
+
+def test_info_names_device_versions_memory_mode_and_weight_locations(capsys):
+    code, stdout, _ = run(capsys, "info")
+    assert code == 0
+    for field in ("device", "torch", "diffusers", "memory mode", "weights", "THUDM/CogVideoX-5b"):
+        assert field in stdout
+
+
+def test_quantization_maps_bitsandbytes_onto_the_transformer_and_t5():
+    import torch
+
+    from s2v.loading import quantization_config
+
+    assert quantization_config("none", torch.bfloat16) is None
+    int8 = quantization_config("int8", torch.bfloat16).quant_mapping
+    assert set(int8) == {"transformer", "text_encoder"} and int8["transformer"].load_in_8bit
+    assert type(int8["transformer"]).__module__.startswith("diffusers")
+    assert type(int8["text_encoder"]).__module__.startswith("transformers")
+    nf4 = quantization_config("nf4", torch.bfloat16).quant_mapping["transformer"]
+    assert nf4.load_in_4bit and nf4.bnb_4bit_quant_type == "nf4" and nf4.bnb_4bit_compute_dtype == torch.bfloat16

@@ -1,0 +1,163 @@
+"""S2VPipeline end to end on the tiny model: inputs, guidance, seeds, callbacks, interruption."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL
+
+from s2v.errors import S2VError, S2VWarning
+from s2v.text import REFERENCE_TOKEN
+
+
+class TransformerInputs:
+    """Records what the transformer is given at each denoising step."""
+
+    def __init__(self, transformer):
+        self.calls = []
+        transformer.register_forward_pre_hook(self.record, with_kwargs=True)
+
+    def record(self, module, args, kwargs):
+        self.calls.append({k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()})
+
+
+def test_frames_come_out_at_the_requested_count_and_size(tiny_pipe, subject_array):
+    output = tiny_pipe(subject_array, "a cat surfing", seed=0, **SMALL)
+    assert output.frames.shape == (9, 32, 48, 3)
+    assert output.frames.min() >= 0 and output.frames.max() <= 1
+    assert output.subject.size == (48, 32) and not output.interrupted and output.seed == 0
+
+
+def test_same_seed_gives_identical_frames_and_another_seed_does_not(tiny_pipe, subject_array):
+    first = tiny_pipe(subject_array, "a cat surfing", seed=7, **SMALL).frames
+    again = tiny_pipe(subject_array, "a cat surfing", seed=7, **SMALL).frames
+    other = tiny_pipe(subject_array, "a cat surfing", seed=8, **SMALL).frames
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, other, atol=1e-3)
+
+
+def test_a_generator_works_like_a_seed_and_no_seed_draws_one_that_reproduces(tiny_pipe, subject_array):
+    by_seed = tiny_pipe(subject_array, "a cat", seed=3, **SMALL).frames
+    by_generator = tiny_pipe(subject_array, "a cat", generator=torch.Generator().manual_seed(3), **SMALL)
+    assert np.array_equal(by_seed, by_generator.frames) and by_generator.seed is None
+    drawn = tiny_pipe(subject_array, "a cat", **SMALL)
+    assert isinstance(drawn.seed, int) and drawn.seed >= 0
+    assert np.array_equal(drawn.frames, tiny_pipe(subject_array, "a cat", seed=drawn.seed, **SMALL).frames)
+
+
+def test_seed_zero_is_a_seed(tiny_pipe, subject_array):
+    assert tiny_pipe(subject_array, "a cat", seed=0, **SMALL).seed == 0
+
+
+def test_the_subject_changes_the_video(tiny_pipe, subject_array):
+    red = tiny_pipe(subject_array, "a cat", seed=1, **SMALL).frames
+    green = tiny_pipe(np.full_like(subject_array, (20, 200, 20)), "a cat", seed=1, **SMALL).frames
+    assert not np.allclose(red, green, atol=1e-3)
+
+
+def test_unconditional_branch_keeps_the_clean_reference(tiny_pipe, subject_array):
+    inputs = TransformerInputs(tiny_pipe.transformer)
+    tiny_pipe(subject_array, "a cat", guidance_scale=6.0, seed=0, **SMALL)
+    first = inputs.calls[0]["hidden_states"]
+    assert first.shape[0] == 2 and first.shape[1] == 1 + 3  # [uncond, cond] x [reference + 3 latent frames]
+    assert torch.equal(first[0, 0], first[1, 0]) and first[0, 0].abs().sum() > 0
+    for call in inputs.calls[1:]:
+        assert torch.equal(call["hidden_states"][:, 0], first[:, 0]), "the reference is clean at every step"
+    text = inputs.calls[0]["encoder_hidden_states"]
+    assert not torch.equal(text[0], text[1])
+
+
+def test_without_guidance_there_is_one_branch(tiny_pipe, subject_array):
+    inputs = TransformerInputs(tiny_pipe.transformer)
+    tiny_pipe(subject_array, "a cat", guidance_scale=1.0, seed=0, **SMALL)
+    assert inputs.calls[0]["hidden_states"].shape[0] == 1
+
+
+def test_reference_token_leads_the_prompt_once_and_never_the_negative_prompt(tiny_pipe, subject_array, monkeypatch):
+    seen = {}
+    encode = tiny_pipe.encode_prompt
+
+    def spy(prompt, negative_prompt, **kwargs):
+        seen.update(prompt=prompt, negative_prompt=negative_prompt)
+        return encode(prompt, negative_prompt, **kwargs)
+
+    monkeypatch.setattr(tiny_pipe, "encode_prompt", spy)
+    with pytest.warns(S2VWarning, match="removed from the negative prompt"):
+        tiny_pipe(subject_array, "<cls> a cat surfing", negative_prompt="<cls> blurry", seed=0, **SMALL)
+    assert seen == {"prompt": f"{REFERENCE_TOKEN} a cat surfing", "negative_prompt": "blurry"}
+
+
+def test_dynamic_cfg_changes_the_result(tiny_pipe, subject_array):
+    plain = tiny_pipe(subject_array, "a cat", seed=0, **SMALL).frames
+    dynamic = tiny_pipe(subject_array, "a cat", seed=0, use_dynamic_cfg=True, **SMALL).frames
+    assert not np.allclose(plain, dynamic, atol=1e-4)
+
+
+def test_callback_sees_each_step_and_can_interrupt(tiny_pipe, subject_array):
+    steps = []
+
+    def stop_after_two(pipe, step, timestep, tensors):
+        steps.append(step)
+        assert set(tensors) == {"latents"}
+        if step == 1:
+            pipe._interrupt = True
+        return tensors
+
+    inputs = TransformerInputs(tiny_pipe.transformer)
+    output = tiny_pipe(
+        subject_array, "a cat", seed=0, callback_on_step_end=stop_after_two, **{**SMALL, "num_inference_steps": 6}
+    )
+    assert steps == [0, 1] and len(inputs.calls) == 2
+    assert output.interrupted and output.frames is None
+
+
+def test_latent_output_has_the_video_frames_only(tiny_pipe, subject_array):
+    latents = tiny_pipe(subject_array, "a cat", seed=0, output_type="latent", **SMALL).frames
+    assert latents.shape == (3, 4, 4, 6)
+
+
+def test_long_prompts_warn_about_what_is_cut(tiny_pipe, subject_array):
+    with pytest.warns(S2VWarning, match="longer than 32 tokens"):
+        tiny_pipe(subject_array, "a cat surfing a wave at sunset near the beach", seed=0, **SMALL)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"prompt": ""}, "Write a prompt"),
+        ({"prompt": "<cls>"}, "Write a prompt"),
+        ({"prompt": None}, "Write a prompt"),
+        ({"negative_prompt": 3}, "negative prompt must be text"),
+        ({"num_frames": 10}, "8k\\+1"),
+        ({"num_frames": 8}, "8k\\+1"),
+        ({"num_frames": 1}, "8k\\+1"),
+        ({"num_frames": 57}, "between 9 and 49"),
+        ({"height": 40}, "height must be a multiple of 16"),
+        ({"width": 0}, "width must be a multiple of 16"),
+        ({"width": 4096}, "between 16 and 2048"),
+        ({"height": 32.0}, "height must be"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": -1.0}, "guidance_scale"),
+        ({"guidance_scale": math.nan}, "guidance_scale"),
+        ({"seed": -1}, "seed must be"),
+        ({"seed": 2**64}, "seed must be"),
+        ({"seed": True}, "seed must be"),
+        ({"seed": 1, "generator": torch.Generator()}, "either a seed or a generator"),
+        ({"output_type": "mp4"}, "output_type"),
+        ({"callback_on_step_end_tensor_inputs": ["noise_pred"]}, "Callbacks can receive"),
+        ({"image": "/no/such/cat.png"}, "not found"),
+        ({"image": np.zeros((4, 4, 2))}, "HxW"),
+    ],
+)
+def test_each_bad_input_gets_a_clear_message_before_any_work(tiny_pipe, subject_array, override, message):
+    inputs = TransformerInputs(tiny_pipe.transformer)
+    arguments = {"image": subject_array, "prompt": "a cat", **SMALL, **override}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", S2VWarning)
+        with pytest.raises(S2VError, match=message):
+            tiny_pipe(**arguments)
+    assert inputs.calls == []
