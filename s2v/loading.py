@@ -111,8 +111,8 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         pipe.enable_model_cpu_offload(device=device)
     elif settings.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
-    elif settings.quantize == "none":
-        pipe.to(device)
+    else:
+        pipe.to(device)  # diffusers leaves bitsandbytes weights where they are and moves the rest
     return pipe
 
 
