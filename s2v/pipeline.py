@@ -51,6 +51,8 @@ class S2VPipeline(CogVideoXPipeline):
     the prompt. Guidance is over text only: both branches see the same reference.
     """
 
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "reference"]
+
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         check_supported(transformer)
@@ -123,7 +125,7 @@ class S2VPipeline(CogVideoXPipeline):
             with_reference_token(prompt),
             strip_reference_token(negative_prompt),
             do_classifier_free_guidance=do_cfg,
-            max_sequence_length=self.transformer.config.max_text_seq_length,
+            max_sequence_length=config.max_text_seq_length,
             device=device,
         )
         if do_cfg:
@@ -137,7 +139,7 @@ class S2VPipeline(CogVideoXPipeline):
         # 5. Initial noise for the video latents
         latents = self.prepare_latents(
             1,
-            self.transformer.config.in_channels,
+            config.in_channels,
             num_frames,
             height,
             width,
@@ -212,12 +214,11 @@ class S2VPipeline(CogVideoXPipeline):
         output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
         return output if return_dict else output.to_tuple()
 
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "reference"]
-
     def encode_reference(self, subject: Image.Image, generator: torch.Generator) -> torch.Tensor:
         """The subject as a one-frame latent clip `[1, 1, C, h, w]`, scaled by the VAE's factor."""
         pixels = self.video_processor.preprocess(subject, subject.height, subject.width)
-        pixels = pixels.unsqueeze(2).to(self.vae.device, self.vae.dtype)
+        # The execution device, not vae.device: under CPU offload the VAE sits on the CPU until called.
+        pixels = pixels.unsqueeze(2).to(self._execution_device, self.vae.dtype)
         # One frame needs no tiling, and tiled encoding can miss the grid by a row.
         tiling, self.vae.use_tiling = self.vae.use_tiling, False
         try:
