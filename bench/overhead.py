@@ -255,6 +255,10 @@ def print_times(times: dict[str, list[float]], flops: dict[str, int], label: str
             f"  {name:<8}{medians[name] * 1e3:>8.1f}ms{min(t) * 1e3:>8.1f}ms{max(t) * 1e3:>8.1f}ms"
             f"{rate / 1e9:>10.1f}{rate / mm_rate:>11.1%}"
         )
+    spread = max(max(t) / min(t) for t in times.values())
+    if spread > 1.5:
+        # Identical calls should take the same time; a wide spread means other processes took the cores.
+        print(f"  NOTE: identical calls varied up to {spread:.1f}x: the machine was busy, so the timings are noisy.")
 
 
 def print_ratios(times: dict[str, list[float]], counted: dict[str, int]) -> None:

@@ -282,12 +282,15 @@ def resolve_lora_file(source: str) -> Path:
 
 def _download_lora(repo_id: str) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     reason = ""
     for name in (AUTHORS_LORA_FILE, OUR_LORA_FILE):
         try:
             return Path(hf_hub_download(repo_id, name))
+        except LocalEntryNotFoundError:
+            reason = "not in the local cache, and the Hub is offline or unreachable"
+            break
         except EntryNotFoundError:
             reason = f"no {AUTHORS_LORA_FILE} or {OUR_LORA_FILE} in the repo"
         except (OSError, ValueError) as error:
