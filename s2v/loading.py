@@ -90,7 +90,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     preset = _preset(settings.preset)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    check_memory_settings(settings, device)
+    check_memory_settings(settings, preset, device)
     if preset.needs_lora and not settings.lora:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
@@ -136,7 +136,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def check_memory_settings(settings: LoadSettings, device: torch.device) -> None:
+def check_memory_settings(settings: LoadSettings, preset: Preset, device: torch.device) -> None:
     """Refuse memory modes that cannot work here before any weight is read."""
     if settings.offload not in OFFLOAD_MODES:
         raise S2VError(f"Unknown --offload '{settings.offload}': use {', '.join(OFFLOAD_MODES)}.")
@@ -152,9 +152,8 @@ def check_memory_settings(settings: LoadSettings, device: torch.device) -> None:
             f"--quantize {settings.quantize} uses bitsandbytes, which needs a CUDA GPU to quantize the "
             "transformer; on this machine use --quantize none (and --dtype fp32 or bf16)."
         )
-    if settings.quantize != "none" and PRESETS.get(settings.preset, None) and settings.model is None:
-        if PRESETS[settings.preset].model is None:
-            raise S2VError("--quantize applies to models loaded from the Hub or a folder, not the tiny preset.")
+    if settings.quantize != "none" and preset.model is None and settings.model is None:
+        raise S2VError(f"--quantize applies to models loaded from the Hub or a folder, not the {preset.name} preset.")
     if settings.quantize != "none" and settings.offload == "sequential":
         raise S2VError("--offload sequential cannot move bitsandbytes-quantized weights; use --offload model.")
 
