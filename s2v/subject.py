@@ -103,14 +103,19 @@ def _open_file(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
-            _check_pixel_count(image.width, image.height, f"{path.name}")
-            image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise S2VError(f"{path.name} is refused as a decompression bomb: {error}") from None
     except UnidentifiedImageError:
         raise S2VError(f"{path.name} is not an image PIL can read (PNG, JPEG, WebP, ...).") from None
+    try:
+        _check_pixel_count(image.width, image.height, path.name)
+        image.load()
     except OSError as error:
+        image.close()
         raise S2VError(f"{path.name} is damaged or truncated: {error}") from None
+    except S2VError:
+        image.close()
+        raise
     return image
 
 

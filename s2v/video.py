@@ -7,6 +7,7 @@ target path is always complete (the app and eval runners rely on that).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,13 +34,17 @@ def video_format(path: str | os.PathLike) -> str:
 
 def save_video(frames: Frames, path: str | os.PathLike, fps: int = 8) -> Path:
     """Write `frames` to `path` in the format its name asks for; returns the path."""
-    if fps < 1:
-        raise S2VError(f"fps must be at least 1, not {fps}.")
-    array = frames_to_uint8(frames)
     path = Path(path)
+    kind = video_format(path)
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
+        raise S2VError(f"fps must be a whole number of at least 1, not {fps}.")
+    array = frames_to_uint8(frames)
+    if kind == "mp4" and (array.shape[1] % 2 or array.shape[2] % 2):
+        raise S2VError(f"H.264 needs even frame sizes; got {array.shape[2]}x{array.shape[1]}.")
+    if kind == "png" and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise S2VError(f"{path} already exists and is not an empty folder; choose a new folder for PNG frames.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[video_format(path)]
-    writer(array, path, fps)
+    {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[kind](array, path, fps)
     return path
 
 
@@ -48,11 +53,16 @@ def frames_to_uint8(frames: Frames) -> np.ndarray:
     if isinstance(frames, np.ndarray):
         array = frames
     else:
-        array = np.stack([np.asarray(frame.convert("RGB")) for frame in frames]) if len(frames) else np.zeros(0)
+        sizes = {frame.size for frame in frames}
+        if len(sizes) > 1:
+            raise S2VError(f"All frames must have one size; got {sorted(sizes)}.")
+        array = np.stack([np.asarray(frame.convert("RGB")) for frame in frames]) if sizes else np.zeros(0)
     if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
         raise S2VError(f"Expected frames as [frames, height, width, 3], got shape {array.shape}.")
-    if array.dtype != np.uint8:
+    if np.issubdtype(array.dtype, np.floating):
         array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise S2VError(f"Frames must be uint8 (0-255) or floats in [0, 1], not {array.dtype}.")
     return np.ascontiguousarray(array)
 
 
@@ -61,8 +71,6 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio_ffmpeg
 
     height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise S2VError(f"H.264 needs even frame sizes; got {width}x{height}.")
     with _atomic_target(path) as temporary:
         writer = imageio_ffmpeg.write_frames(
             str(temporary),
@@ -74,9 +82,11 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
             output_params=["-movflags", "+faststart", "-f", "mp4"],
         )
         writer.send(None)
-        for frame in frames:
-            writer.send(frame)
-        writer.close()
+        try:
+            for frame in frames:
+                writer.send(frame)
+        finally:
+            writer.close()  # ffmpeg must exit before the temporary file is removed or renamed
 
 
 def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
@@ -89,15 +99,16 @@ def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
 
 def _write_png_frames(frames: np.ndarray, path: Path, fps: int) -> None:
     """One PNG per frame in a folder; the folder appears whole or not at all."""
-    if path.exists() and any(path.iterdir()):
-        raise S2VError(f"{path} already exists and is not empty; choose a new folder for PNG frames.")
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(staging / f"frame_{index:04d}.png")
-    os.chmod(staging, 0o755)
-    if path.exists():
-        path.rmdir()
-    os.replace(staging, path)
+    try:
+        for index, frame in enumerate(frames):
+            Image.fromarray(frame).save(staging / f"frame_{index:04d}.png")
+        os.chmod(staging, 0o755)
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
