@@ -21,7 +21,7 @@ fixes attention's share of the FLOPs (attention is quadratic in tokens, the line
 are linear) and hence the S2V/stock FLOP ratio. Width, depth and the spatial grid shrink.
 Batch 1; classifier-free guidance doubles both forwards alike, so the ratios hold.
 
-Run: `cd /work/main && python bench/overhead.py [--repeats N] [--layers N] [--quick]`
+Run from the repository root: `python bench/overhead.py [--repeats N] [--layers N] [--quick]`
 """
 
 from __future__ import annotations
@@ -43,31 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusers import CogVideoXTransformer3DModel  # noqa: E402
 
 from s2v.model import predict  # noqa: E402
-
-FIVE_B_CONFIG: dict = dict(
-    num_attention_heads=48,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    time_embed_dim=512,
-    text_embed_dim=4096,
-    num_layers=42,
-    sample_width=90,
-    sample_height=60,
-    sample_frames=49,
-    patch_size=2,
-    max_text_seq_length=226,
-    use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
-    activation_fn="gelu-approximate",
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    norm_eps=1e-5,
-    timestep_activation_fn="silu",
-    spatial_interpolation_scale=1.875,
-    temporal_interpolation_scale=1.0,
-    attention_bias=True,
-)
+from s2v.presets import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
 
 FFN_MULT = 4
 """diffusers' `FeedForward` default, which `CogVideoXBlock` uses (no `ff_inner_dim`)."""

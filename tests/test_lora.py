@@ -25,24 +25,8 @@ from s2v.loading import (
 )
 from s2v.model import predict
 from s2v.pipeline import S2VPipeline
+from s2v.presets import COGVIDEOX_5B_TRANSFORMER
 from s2v.tiny import tiny_components
-
-COGVIDEOX_5B_TRANSFORMER = dict(
-    num_attention_heads=48,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    time_embed_dim=512,
-    text_embed_dim=4096,
-    num_layers=42,
-    sample_width=90,
-    sample_height=60,
-    sample_frames=49,
-    patch_size=2,
-    max_text_seq_length=226,
-    use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
-)
 
 
 def lora_state_dict(rank: int, alpha: int, seed: int = 1, targets=LORA_TARGET_MODULES) -> dict[str, torch.Tensor]:
