@@ -116,6 +116,11 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     return pipe
 
 
+def default_preset_name() -> str:
+    """The real model where it can run (a CUDA GPU), the tiny wiring check everywhere else."""
+    return "cogvideox-5b" if torch.cuda.is_available() else "tiny"
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -58,6 +58,11 @@ class S2VPipeline(CogVideoXPipeline):
         check_supported(transformer)
         self.reference_token_id = add_reference_token(tokenizer, text_encoder)
 
+    @property
+    def frame_choices(self) -> list[int]:
+        """Frame counts the VAE decodes exactly: 8k+1, from 9 up to the model's limit."""
+        return list(range(9, self.transformer.config.sample_frames + 1, 8))
+
     @torch.no_grad()
     def __call__(
         self,
@@ -108,7 +113,7 @@ class S2VPipeline(CogVideoXPipeline):
             callback_on_step_end_tensor_inputs,
         )
         if generator is None:
-            seed = secrets.randbits(63) if seed is None else seed
+            seed = secrets.randbelow(2**32) if seed is None else seed  # small enough to show and retype anywhere
             generator = torch.Generator("cpu").manual_seed(seed)
         self._guidance_scale = guidance_scale
         self._attention_kwargs = attention_kwargs

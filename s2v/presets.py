@@ -52,6 +52,8 @@ class Preset:
     num_inference_steps: int
     guidance_scale: float
     fps: int
+    resolutions: tuple[tuple[int, int], ...]
+    """(height, width) choices offered in the app; the first is the default."""
     needs_lora: bool
     """Whether the base model needs the method's LoRA to follow the subject at all."""
     wiring_check: bool = False
@@ -69,6 +71,7 @@ PRESETS: dict[str, Preset] = {
         num_inference_steps=4,
         guidance_scale=6.0,
         fps=8,
+        resolutions=((64, 96), (96, 64), (64, 64)),
         needs_lora=False,
         wiring_check=True,
     ),
@@ -82,6 +85,7 @@ PRESETS: dict[str, Preset] = {
         num_inference_steps=50,
         guidance_scale=6.0,
         fps=8,
+        resolutions=((480, 720), (720, 480), (480, 480)),
         needs_lora=True,
     ),
 }
