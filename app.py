@@ -191,6 +191,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                 if output.interrupted:
                     gr.Warning("Cancelled: the run stopped before its last denoising step.")
                     return None, "Cancelled.", status_line(), seed
+                prune(output_dir)
                 path = save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=int(fps))
         except S2VError as error:
             raise gr.Error(str(error)) from None
@@ -201,7 +202,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
         status["last"] = f"{seconds:.1f} s"
         settings = (
             f"**Prompt** {prompt}  \n**Seed** {output.seed} · **Steps** {steps} · **Guidance** {guidance}"
-            f"{' (dynamic)' if dynamic_cfg else ''} · **Frames** {frames} @ {fps} fps · **Size** {width}x{height}"
+            f"{' (dynamic)' if dynamic_cfg else ''} · **Frames** {frames} @ {fps} fps · **Size** {height}x{width}"
             f" · **Time** {seconds:.1f} s"
         )
         return str(path), settings, status_line(), output.seed
@@ -209,7 +210,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
     if spaces is not None:
         generate = spaces.GPU(duration=lambda *args, **kwargs: gpu_seconds(args[4], args[7]))(generate)
 
-    with gr.Blocks(title="s2v — subject-driven video") as demo:
+    with gr.Blocks(title="s2v — subject-driven video", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
             "# s2v — your subject, in motion\n"
             "Upload a photo of a subject (a toy, a pet, a product), say what it should do, and get a short "
@@ -295,6 +296,14 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
         stop.click(cancel, None, None, queue=False, api_visibility="private")
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return demo
+
+
+def prune(folder: Path, max_age: float = 3600.0) -> None:
+    """Drop our videos older than an hour: Gradio has served its own copy by then."""
+    cutoff = time.time() - max_age
+    for video in folder.glob("*.mp4"):
+        if video.stat().st_mtime < cutoff:
+            video.unlink(missing_ok=True)
 
 
 def parse_resolution(choice: str) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -114,6 +115,17 @@ def test_bad_inputs_come_back_as_clear_errors(served, override, message):
         Client(served[0], verbose=False).predict(*generate_args(**override), api_name="/generate")
 
 
+def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (2200, 2200, 3), dtype=np.uint8)
+    big = tmp_path / "big.png"
+    Image.fromarray(noise).save(big, compress_level=0)
+    assert big.stat().st_size > 10_000_000
+    arguments = generate_args()
+    arguments[0] = handle_file(str(big))
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
+        Client(served[0], verbose=False).predict(*arguments, api_name="/generate")
+
+
 def test_an_internal_failure_shows_a_plain_message_not_a_traceback(served, monkeypatch):
     url, model, _ = served
 
@@ -176,6 +188,15 @@ def test_on_spaces_generation_asks_zero_gpu_for_time_from_steps_and_frames(tmp_p
     (duration,) = durations
     inputs = ["cat.png", "a cat", "", False, 50, 6.0, False, 49, 8, "64x96", 0, True]
     assert duration(*inputs) == app.gpu_seconds(50, 49)
+
+
+def test_old_videos_are_pruned_and_new_ones_kept(tmp_path):
+    old, new = tmp_path / "old.mp4", tmp_path / "new.mp4"
+    old.write_bytes(b"old")
+    new.write_bytes(b"new")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    app.prune(tmp_path)
+    assert not old.exists() and new.exists()
 
 
 def test_zero_gpu_duration_covers_a_full_run():
