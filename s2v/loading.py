@@ -94,13 +94,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     if preset.needs_lora and not settings.lora:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
-    if preset.model is None and settings.model is None:
-        pipe = S2VPipeline(**tiny_components(settings.tiny_seed))
-        if dtype != torch.float32:
-            pipe.to(dtype=dtype)
-    else:
-        pipe = _from_pretrained(settings.model or preset.model, dtype, settings.quantize)
-    pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
     if settings.lora:
         pipe.lora_info = load_lora(pipe, settings.lora, settings.lora_alpha, settings.lora_scale)
     if settings.vae_tiling:
@@ -113,6 +107,25 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)  # diffusers leaves bitsandbytes weights where they are and moves the rest
+    return pipe
+
+
+def load_base_pipeline(
+    preset: Preset | str,
+    model: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    quantize: str = "none",
+    tiny_seed: int = 0,
+) -> S2VPipeline:
+    """The base model with `<cls>` and the DPM scheduler, no LoRA, not yet on a device (training starts here)."""
+    preset = _preset(preset) if isinstance(preset, str) else preset
+    if preset.model is None and model is None:
+        pipe = S2VPipeline(**tiny_components(tiny_seed))
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
+    else:
+        pipe = _from_pretrained(model or preset.model, dtype, quantize)
+    pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     return pipe
 
 

@@ -41,7 +41,7 @@ def check_supported(transformer: CogVideoXTransformer3DModel) -> None:
 
 
 def rotary_embedding(
-    transformer: CogVideoXTransformer3DModel,
+    config,
     latent_height: int,
     latent_width: int,
     num_frames: int,
@@ -52,9 +52,9 @@ def rotary_embedding(
 
     Built the way CogVideoX 1.0 builds it (positions relative to the model's base grid),
     for the actual latent grid, so any resolution the model accepts works — the reference
-    shares the video's spatial grid rather than a hard-coded 720x480 one.
+    shares the video's spatial grid rather than a hard-coded 720x480 one. `config` is the
+    transformer's config.
     """
-    config = transformer.config
     p = config.patch_size
     grid = (latent_height // p, latent_width // p)
     crops = get_resize_crop_region_for_grid(grid, config.sample_width // p, config.sample_height // p)
@@ -77,6 +77,7 @@ def predict(
     reference_latents: torch.Tensor | None,
     frame_offset: int = 1,
     attention_kwargs: dict | None = None,
+    config=None,
 ) -> torch.Tensor:
     """The transformer's prediction for the video latents `[B, T, C, h, w]`.
 
@@ -84,7 +85,8 @@ def predict(
     the video at RoPE frames 1..T; the output keeps only the video's T frames. Without a
     reference, the video sits at RoPE frames `frame_offset .. frame_offset + T - 1`:
     0 is plain CogVideoX text-to-video, 1 is training's dropped-reference case, where the
-    video keeps the positions it has when the reference is present.
+    video keeps the positions it has when the reference is present. Pass `config` when
+    `transformer` is wrapped (e.g. by DistributedDataParallel) and has none of its own.
     """
     num_frames, height, width = latents.shape[1], latents.shape[3], latents.shape[4]
     if reference_latents is not None:
@@ -99,7 +101,8 @@ def predict(
         first_frame = REFERENCE_FRAME
     else:
         first_frame = frame_offset
-    rope = rotary_embedding(transformer, height, width, latents.shape[1], first_frame, latents.device)
+    config = transformer.config if config is None else config
+    rope = rotary_embedding(config, height, width, latents.shape[1], first_frame, latents.device)
     output = transformer(
         hidden_states=latents,
         encoder_hidden_states=encoder_hidden_states,

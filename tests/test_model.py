@@ -66,7 +66,7 @@ def test_without_reference_and_offset_zero_output_equals_stock_cogvideox(transfo
         hidden_states=latents,
         encoder_hidden_states=text,
         timestep=timestep,
-        image_rotary_emb=rotary_embedding(transformer, 4, 6, latents.shape[1]),
+        image_rotary_emb=rotary_embedding(transformer.config, 4, 6, latents.shape[1]),
         return_dict=False,
     )[0]
     ours = predict(transformer, latents, timestep, text, None, frame_offset=0)
@@ -76,7 +76,7 @@ def test_without_reference_and_offset_zero_output_equals_stock_cogvideox(transfo
 @torch.no_grad()
 def test_rope_built_like_the_stock_pipeline(tiny_pipe):
     """Our RoPE for T frames from 0 is what CogVideoXPipeline builds for the same video."""
-    cos, sin = rotary_embedding(tiny_pipe.transformer, 4, 6, 3)
+    cos, sin = rotary_embedding(tiny_pipe.transformer.config, 4, 6, 3)
     stock_cos, stock_sin = tiny_pipe._prepare_rotary_positional_embeddings(32, 48, 3, torch.device("cpu"))
     assert torch.equal(cos, stock_cos) and torch.equal(sin, stock_sin)
 
@@ -113,7 +113,7 @@ def test_attention_sees_reference_at_frame_zero_and_video_at_frames_one_to_t(tra
     tokens_per_frame = (4 // patch) * (6 // patch)
     ((sequence, (cos, sin)),) = recorder.calls
     assert sequence == 4 * tokens_per_frame  # reference + 3 video frames, text kept apart
-    frame_rope = [rotary_embedding(transformer, 4, 6, 1, first_frame=frame) for frame in range(4)]
+    frame_rope = [rotary_embedding(transformer.config, 4, 6, 1, first_frame=frame) for frame in range(4)]
     for frame, (expected_cos, expected_sin) in enumerate(frame_rope):
         tokens = slice(frame * tokens_per_frame, (frame + 1) * tokens_per_frame)
         assert torch.equal(cos[tokens], expected_cos) and torch.equal(sin[tokens], expected_sin)
