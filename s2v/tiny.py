@@ -90,6 +90,7 @@ def tiny_components(seed: int = 0) -> dict:
             )
         ).eval()
         vae = AutoencoderKLCogVideoX(**VAE_CONFIG).eval()
+        _narrow_posterior(vae)
         transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIG).eval()
     return dict(
         tokenizer=tokenizer,
@@ -98,3 +99,16 @@ def tiny_components(seed: int = 0) -> dict:
         transformer=transformer,
         scheduler=CogVideoXDPMScheduler(**SCHEDULER_CONFIG),
     )
+
+
+def _narrow_posterior(vae: AutoencoderKLCogVideoX, log_variance: float = -12.0) -> None:
+    """Give the random VAE a trained VAE's narrow posterior.
+
+    At random init the encoder's log-variance is near 0, so every latent sample would be
+    mostly noise and nothing downstream (training above all) could learn from it.
+    """
+    conv = vae.encoder.conv_out.conv
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        conv.weight[channels:] = 0.0
+        conv.bias[channels:] = log_variance

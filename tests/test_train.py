@@ -1,0 +1,385 @@
+"""The switched fine-tuning (train/) on the tiny preset with synthetic data made in the tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate import init_empty_weights
+from diffusers import CogVideoXTransformer3DModel
+from safetensors.torch import load_file
+
+from s2v import LoadSettings, load_pipeline
+from s2v.loading import OUR_LORA_FILE, load_base_pipeline
+from s2v.model import rotary_embedding
+from s2v.presets import COGVIDEOX_5B_TRANSFORMER
+from s2v.text import REFERENCE_TOKEN
+from train.config import ModelConfig, TaskConfig, TrainConfig, load_config
+from train.data import PairDataset, VideoDataset, write_synthetic_dataset
+from train.loop import TRAIN_LOG, _make_trainable, train
+from train.tasks import (
+    IDENTITY,
+    MOTION,
+    TaskSchedule,
+    batch_loss,
+    identity_batch,
+    keep_mask,
+    motion_batch,
+    reference_frame,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "train" / "configs" / "tiny.yaml"
+
+
+def tiny_config(tmp_path, *overrides: str) -> TrainConfig:
+    """The shipped CPU config, shrunk to a few steps, writing into tmp_path."""
+    base = [
+        f"run.output_dir={tmp_path / 'run'}",
+        "run.validation=[]",
+        "run.log_with=none",
+        "optim.max_steps=4",
+        "optim.warmup_steps=1",
+        "tasks.image_batch_size=2",
+    ]
+    return load_config(TINY, [*base, *overrides])
+
+
+def read_log(config: TrainConfig) -> list[dict]:
+    path = Path(config.run.output_dir) / TRAIN_LOG
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def lora_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / OUR_LORA_FILE))
+
+
+@pytest.mark.parametrize("mode", ["switched", "image-only", "two-stage", "joint-t2v"])
+def test_every_mode_trains_with_finite_losses_and_logs_its_tasks(tmp_path, mode):
+    config = tiny_config(tmp_path, f"tasks.mode={mode}", "tasks.motion_probability=0.5")
+    final = train(config)
+    log = read_log(config)
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
+    assert all(math.isfinite(entry["loss"]) for entry in log)
+    tasks = [entry["task"] for entry in log]
+    expected = {
+        "image-only": [IDENTITY] * 4,
+        "two-stage": [IDENTITY, IDENTITY, MOTION, MOTION],
+    }
+    if mode in expected:
+        assert tasks == expected[mode]
+    if mode == "joint-t2v":
+        assert all(entry["reference_kept"] == 0.0 for entry in log if entry["task"] == MOTION)
+    assert (final / OUR_LORA_FILE).is_file()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    pairs, videos, captions = write_synthetic_dataset(folder, num_pairs=4, num_videos=2, height=32, width=48)
+    return (
+        PairDataset.from_jsonl(pairs, 32, 48),
+        VideoDataset.from_folder(videos, 32, 48, num_frames=9, fps=8, captions=captions),
+    )
+
+
+class Captured:
+    """The transformer's inputs at each forward, recorded by a hook."""
+
+    def __init__(self, transformer):
+        self.calls = []
+        transformer.register_forward_pre_hook(self.record, with_kwargs=True)
+
+    def record(self, module, args, kwargs):
+        self.calls.append(kwargs)
+
+
+@pytest.fixture
+def pipe():
+    pipe = load_base_pipeline("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def test_identity_task_feeds_reference_frame_0_and_a_one_frame_target_at_frame_1(pipe, synthetic):
+    pairs, _ = synthetic
+    samples = [pairs[0], pairs[1]]
+    generator = torch.Generator().manual_seed(0)
+    batch = identity_batch(pipe, samples, generator)
+
+    replay = torch.Generator().manual_seed(0)
+    expected_reference = pipe.encode_reference(samples[0].reference, replay)
+    assert torch.equal(batch.reference[0], expected_reference[0])
+    assert all(prompt.startswith(REFERENCE_TOKEN + " ") for prompt in batch.prompts)
+
+    captured = Captured(pipe.transformer)
+    batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, generator)
+    (call,) = captured.calls
+    hidden = call["hidden_states"]
+    assert hidden.shape[1] == 2  # reference + the target as a one-frame video
+    assert torch.equal(hidden[:, 0], batch.reference[:, 0])
+    cos, _ = call["image_rotary_emb"]
+    assert torch.equal(cos, rotary_embedding(pipe.transformer.config, 4, 6, 2, first_frame=0)[0])
+    token = pipe.tokenizer.convert_tokens_to_ids(REFERENCE_TOKEN)
+    ids = pipe.tokenizer(batch.prompts).input_ids
+    assert all(row[0] == token for row in ids)
+
+
+@torch.no_grad()
+def test_motion_task_uses_a_frame_of_the_clip_and_drops_the_whole_reference_stream(pipe, synthetic):
+    _, videos = synthetic
+    samples = [videos[0], videos[1]]
+    config = TaskConfig(drop_probability=0.5)
+    rng = np.random.default_rng(3)
+    batch = motion_batch(pipe, samples, config, rng, torch.Generator().manual_seed(0))
+    assert not any(REFERENCE_TOKEN in prompt for prompt in batch.prompts)
+
+    from PIL import Image
+
+    replay = torch.Generator().manual_seed(0)
+    for sample in samples:
+        from train.tasks import encode_video
+
+        encode_video(pipe, sample.frames, replay)
+    first_reference = pipe.encode_reference(Image.fromarray(samples[0].frames[batch.frame_indices[0]]), replay)
+    assert torch.equal(batch.reference[0], first_reference[0])
+
+    batch.keep = torch.tensor([True, False])
+    captured = Captured(pipe.transformer)
+    batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, torch.Generator().manual_seed(1))
+    kept, dropped = captured.calls
+    latent_frames = batch.latents.shape[1]
+    assert kept["hidden_states"].shape[1] == latent_frames + 1
+    assert torch.equal(kept["hidden_states"][0, 0], batch.reference[0, 0])
+    assert dropped["hidden_states"].shape[1] == latent_frames
+    video_positions = rotary_embedding(pipe.transformer.config, 4, 6, latent_frames, first_frame=1)[0]
+    assert torch.equal(dropped["image_rotary_emb"][0], video_positions)
+    tokens_per_frame = (4 // 2) * (6 // 2)
+    assert torch.equal(kept["image_rotary_emb"][0][tokens_per_frame:], video_positions)
+
+
+def test_task_and_drop_shares_match_p_and_q_within_binomial_bounds():
+    draws = 20_000
+    for p in (0.2, 0.5):
+        schedule = TaskSchedule(TaskConfig(motion_probability=p), max_steps=draws)
+        rng = np.random.default_rng(0)
+        share = np.mean([schedule.task(step, rng) == MOTION for step in range(draws)])
+        assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / draws)
+    for q in (0.5, 0.3):
+        kept = keep_mask(draws, TaskConfig(drop_probability=q), np.random.default_rng(1)).float().mean().item()
+        assert abs((1 - kept) - q) < 4 * math.sqrt(q * (1 - q) / draws)
+    assert keep_mask(100, TaskConfig(mode="joint-t2v"), np.random.default_rng(2)).sum() == 0
+
+
+def test_reference_frames_cover_the_clip_or_follow_the_chosen_rule():
+    rng = np.random.default_rng(0)
+    assert {reference_frame(49, "random", rng) for _ in range(3000)} == set(range(49))
+    assert {reference_frame(49, "grid", rng) for _ in range(500)} == {0, 9, 18, 27, 36, 45}
+    assert {reference_frame(49, "first", rng) for _ in range(50)} == {0}
+
+
+def test_5b_with_the_training_lora_has_about_502m_trainable_parameters():
+    with init_empty_weights():
+        transformer = CogVideoXTransformer3DModel(**COGVIDEOX_5B_TRANSFORMER)
+        transformer.requires_grad_(False)
+        parameters = _make_trainable(transformer, TrainConfig(model=ModelConfig()))
+    assert 500e6 < sum(p.numel() for p in parameters) < 504e6
+    assert all(p.dtype == torch.float32 for p in parameters)
+
+
+def test_one_sample_overfits(tmp_path):
+    """One pair whose two halves are the same picture, so both directions are one sample."""
+    folder = tmp_path / "one"
+    made, _, _ = write_synthetic_dataset(folder, num_pairs=1, num_videos=1, height=32, width=48)
+    record = json.loads(made.read_text().splitlines()[0])
+    pairs = folder / "one.jsonl"
+    pairs.write_text(json.dumps({**record, "subject": record["target"], "subject_caption": record["target_caption"]}))
+    config = tiny_config(
+        tmp_path,
+        f"data.pairs={pairs}",
+        "data.synthetic=false",
+        "tasks.mode=image-only",
+        "tasks.image_batch_size=1",
+        "model.lora_rank=16",
+        "model.lora_alpha=16",
+        "optim.max_steps=120",
+        "optim.learning_rate=1.0e-2",
+        "run.checkpoint_every=1000",
+    )
+    final = train(config)
+
+    sample = PairDataset.from_jsonl(pairs, 32, 48)[0]
+
+    def fixed_loss(pipe) -> float:
+        with torch.no_grad():
+            losses = []
+            for seed in range(8):
+                generator = torch.Generator().manual_seed(seed)
+                batch = identity_batch(pipe, [sample], generator)
+                losses.append(batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, generator))
+        return float(torch.stack(losses).mean())
+
+    before = fixed_loss(load_pipeline(LoadSettings(preset="tiny")))
+    after = fixed_loss(load_pipeline(LoadSettings(preset="tiny", lora=str(final))))
+    assert after < 0.5 * before, (before, after)
+
+
+def test_exported_lora_loads_in_s2v_and_changes_its_output(tmp_path, subject_array):
+    config = tiny_config(tmp_path, "optim.max_steps=3")
+    final = train(config)
+    base = load_pipeline(LoadSettings(preset="tiny"))
+    tuned = load_pipeline(LoadSettings(preset="tiny", lora=str(final)))
+    assert (tuned.lora_info.rank, tuned.lora_info.alpha) == (8, 8)
+    for pipe in (base, tuned):
+        pipe.set_progress_bar_config(disable=True)
+    options = dict(seed=0, height=32, width=48, num_frames=9, num_inference_steps=2)
+    before, after = (pipe(subject_array, "a cat", **options).frames for pipe in (base, tuned))
+    assert not np.allclose(before, after)
+
+
+def test_corrupt_video_and_image_are_skipped_and_counted(tmp_path):
+    folder = tmp_path / "data"
+    pairs, videos, captions = write_synthetic_dataset(folder, num_pairs=1, num_videos=1, height=32, width=48)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pairs.open("a") as handle:
+        handle.write(
+            json.dumps({"subject": "broken.png", "target": "broken.png", "subject_caption": "x", "target_caption": "y"})
+            + "\n"
+        )
+    (videos / "broken.mp4").write_bytes(os.urandom(2000))
+    config = tiny_config(
+        tmp_path,
+        f"data.pairs={pairs}",
+        f"data.videos={videos}",
+        f"data.video_captions={captions}",
+        "data.synthetic=false",
+        "tasks.motion_probability=0.5",
+        "tasks.image_batch_size=4",
+        "optim.max_steps=6",
+    )
+    with pytest.warns(Warning):
+        train(config)
+    log = read_log(config)
+    assert len(log) == 6 and log[-1]["skipped_samples"] > 0
+
+
+RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import accelerate
+    import train.loop
+    kill_at, during_write = int(os.environ["KILL_AT"]), os.environ["KILL_DURING_WRITE"] == "1"
+    original_save_state, original_checkpoint = accelerate.Accelerator.save_state, train.loop.save_checkpoint
+
+    def save_state(self, folder, *args, **kwargs):
+        result = original_save_state(self, folder, *args, **kwargs)
+        if during_write and folder.endswith(f"step_{kill_at:07d}"):
+            os.kill(os.getpid(), signal.SIGKILL)  # half-written: the rename never happens
+        return result
+
+    def checkpoint(accelerator, output_dir, state, keep):
+        path = original_checkpoint(accelerator, output_dir, state, keep)
+        if not during_write and state.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    accelerate.Accelerator.save_state = save_state
+    train.loop.save_checkpoint = checkpoint
+    from train.__main__ import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize(("kill_at", "during_write", "every"), [(3, False, 3), (4, True, 2)])
+def test_a_killed_run_resumes_to_bit_identical_weights_and_task_log(tmp_path, kill_at, during_write, every):
+    settings = [
+        "tasks.motion_probability=0.5",
+        "tasks.drop_probability=0.5",
+        "optim.max_steps=6",
+        f"run.checkpoint_every={every}",
+        "run.keep_checkpoints=5",
+    ]
+    reference = tiny_config(tmp_path / "whole", *settings)
+    train(reference)
+
+    interrupted = tiny_config(tmp_path / "killed", *settings)
+    overrides = [
+        f"run.output_dir={interrupted.run.output_dir}",
+        "run.validation=[]",
+        "run.log_with=none",
+        "optim.warmup_steps=1",
+        "tasks.image_batch_size=2",
+        *settings,
+    ]
+    env = {**os.environ, "KILL_AT": str(kill_at), "KILL_DURING_WRITE": str(int(during_write)), "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [sys.executable, "-c", RUNNER, "--config", str(TINY), *overrides],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    leftovers = list((Path(interrupted.run.output_dir) / "checkpoints").glob(".tmp-*"))
+    assert bool(leftovers) == during_write
+
+    train(interrupted, resume="latest")
+    whole, resumed = Path(reference.run.output_dir), Path(interrupted.run.output_dir)
+    assert json.loads((whole / "task_log.json").read_text()) == json.loads((resumed / "task_log.json").read_text())
+    assert len(set(json.loads((whole / "task_log.json").read_text()))) == 2, "p = 0.5 must give both tasks"
+    expected, got = lora_weights(whole / "lora"), lora_weights(resumed / "lora")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    assert [entry["step"] for entry in read_log(interrupted)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_two_cpu_processes_train_data_parallel_and_save_a_checkpoint(tmp_path):
+    """torchrun, as `accelerate launch --multi_gpu` runs it: accelerate 1.x would need MPI for CPU processes."""
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "train",
+        "--config",
+        str(TINY),
+        f"run.output_dir={output}",
+        "run.validation=[]",
+        "run.log_with=none",
+        "optim.max_steps=2",
+        "run.checkpoint_every=2",
+        "tasks.image_batch_size=2",
+        "optim.warmup_steps=1",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = output / "checkpoints" / "step_0000002"
+    assert (checkpoint / "trainer_state_0.json").is_file() and (checkpoint / "trainer_state_1.json").is_file()
+    assert (checkpoint / "lora" / OUR_LORA_FILE).is_file()
+
+
+def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
+    from s2v.errors import S2VError
+
+    with pytest.raises(S2VError, match="Unknown setting"):
+        tiny_config(tmp_path, "tasks.motion_probabilty=0.3")
+    with pytest.raises(S2VError, match="between 0 and 1"):
+        tiny_config(tmp_path, "tasks.drop_probability=1.5")
+    with pytest.raises(S2VError, match="8k\\+1"):
+        tiny_config(tmp_path, "data.num_frames=12")
+    with pytest.raises(S2VError, match="tasks.mode"):
+        tiny_config(tmp_path, "tasks.mode=three-stage")

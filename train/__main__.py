@@ -1,0 +1,37 @@
+"""`python -m train --config train/configs/tiny.yaml` (or under `accelerate launch -m train`).
+
+Trains the method's LoRA as the config says; `--resume latest` continues a stopped run
+exactly, and `section.key=value` arguments override the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from s2v.errors import S2VError
+
+from .config import load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML file, e.g. train/configs/tiny.yaml")
+    parser.add_argument("--resume", help="'latest' or a checkpoints/step_* folder")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from .loop import train
+
+        final = train(load_config(args.config, args.overrides), resume=args.resume)
+    except S2VError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"done: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

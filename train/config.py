@@ -1,0 +1,180 @@
+"""Training configuration: plain dataclasses, read from YAML, with every default from METHOD §5."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from s2v.errors import S2VError
+
+MODES = ("switched", "image-only", "two-stage", "joint-t2v")
+REFERENCE_FRAMES = ("random", "first", "grid")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "cogvideox-5b"
+    model: str | None = None
+    """Hub id or folder of the base model; overrides the preset's."""
+    lora_rank: int = 128
+    """0 trains the whole transformer instead of a LoRA."""
+    lora_alpha: float = 64
+    lora_dtype: str = "fp32"
+    """fp32 keeps small AdamW updates; bf16 replicates the release, whose updates often round away."""
+    gradient_checkpointing: bool = True
+
+
+@dataclass
+class DataConfig:
+    pairs: str | None = None
+    """Identity pairs: Subjects200K (parquet file/folder or HF dataset id) or a .jsonl file."""
+    videos: str | None = None
+    """Folder of unpaired clips (mp4/webm/mov) for the motion task."""
+    video_captions: str | None = None
+    """Optional CSV or JSONL with `file` and `caption`."""
+    synthetic: bool = False
+    """Generate a small synthetic set under output_dir/data instead (the CPU smoke run)."""
+    height: int = 480
+    width: int = 720
+    num_frames: int = 49
+    fps: float = 8.0
+    min_quality: int = 5
+    pair_padding: int = 8
+
+
+@dataclass
+class TaskConfig:
+    mode: str = "switched"
+    motion_probability: float = 0.2
+    """p: the chance a micro-batch is a motion (video) batch."""
+    drop_probability: float = 0.5
+    """q: the chance a motion sample loses its whole reference stream."""
+    reference_frame: str = "random"
+    """random (uniform over the clip), first, or grid (the release's frames 0, 9, 18, ...)."""
+    image_batch_size: int = 8
+    video_batch_size: int = 1
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 5e-5
+    warmup_steps: int = 200
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 1e-4
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"
+    """adamw, or adamw8bit (bitsandbytes, GPU only)."""
+    max_steps: int = 4000
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "bf16"
+    """bf16 autocast over fp32 LoRA weights, or no."""
+
+
+@dataclass
+class ValidationSample:
+    subject: str
+    prompt: str
+    seed: int = 42
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/s2v"
+    seed: int = 42
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    validate_every: int = 500
+    validation_steps: int = 50
+    """Denoising steps for validation videos."""
+    validation: list[ValidationSample] = field(default_factory=list)
+    log_with: str | None = "tensorboard"
+    """tensorboard, wandb, all, or none."""
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def check(self) -> TrainConfig:
+        """Refuse settings that cannot train, before any model is loaded."""
+        tasks, data = self.tasks, self.data
+        if tasks.mode not in MODES:
+            raise S2VError(f"tasks.mode must be one of {', '.join(MODES)}, not {tasks.mode!r}.")
+        if tasks.reference_frame not in REFERENCE_FRAMES:
+            raise S2VError(f"tasks.reference_frame must be one of {', '.join(REFERENCE_FRAMES)}.")
+        for name in ("motion_probability", "drop_probability"):
+            if not 0.0 <= getattr(tasks, name) <= 1.0:
+                raise S2VError(f"tasks.{name} must be between 0 and 1, not {getattr(tasks, name)}.")
+        if (data.num_frames - 1) % 8 or data.num_frames < 9:
+            raise S2VError(f"data.num_frames must be 8k+1 (9, 17, ..., 49), not {data.num_frames}.")
+        if data.height % 16 or data.width % 16:
+            raise S2VError(f"data.height and data.width must be multiples of 16, not {data.height}x{data.width}.")
+        if not data.synthetic and data.pairs is None:
+            raise S2VError("data.pairs is required: identity pairs (Subjects200K or a .jsonl file), or data.synthetic.")
+        if not data.synthetic and data.videos is None and self.uses_videos:
+            raise S2VError("data.videos is required for the motion task (or set tasks.mode: image-only).")
+        if self.optim.optimizer not in ("adamw", "adamw8bit"):
+            raise S2VError(f"optim.optimizer must be adamw or adamw8bit, not {self.optim.optimizer!r}.")
+        if self.model.lora_dtype not in ("fp32", "bf16"):
+            raise S2VError(f"model.lora_dtype must be fp32 or bf16, not {self.model.lora_dtype!r}.")
+        return self
+
+    @property
+    def uses_videos(self) -> bool:
+        return self.tasks.mode != "image-only" and self.tasks.motion_probability > 0
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """A config from YAML plus `section.key=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise S2VError(f"Config not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or "." not in key:
+            raise S2VError(f"Overrides look like section.key=value, not {override!r}.")
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    return _build(TrainConfig, raw, "config").check()
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _build(kind, raw, where: str):
+    """Dataclass `kind` from a dict, refusing keys it does not know (typos must not pass silently)."""
+    if not isinstance(raw, dict):
+        raise S2VError(f"{where} must be a mapping, not {raw!r}.")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise S2VError(f"Unknown setting(s) in {where}: {', '.join(unknown)}. Known: {', '.join(fields)}.")
+    values = {}
+    for name, value in raw.items():
+        nested = _nested_type(kind, name)
+        if nested is ValidationSample:
+            values[name] = [_build(ValidationSample, item, f"{where}.{name}") for item in value or []]
+        elif nested is not None:
+            values[name] = _build(nested, value, f"{where}.{name}")
+        else:
+            values[name] = value
+    return kind(**values)
+
+
+def _nested_type(kind, name: str):
+    sections = {"model": ModelConfig, "data": DataConfig, "tasks": TaskConfig, "optim": OptimConfig, "run": RunConfig}
+    if kind is TrainConfig:
+        return sections[name]
+    if kind is RunConfig and name == "validation":
+        return ValidationSample
+    return None
