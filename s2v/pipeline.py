@@ -221,16 +221,20 @@ class S2VPipeline(CogVideoXPipeline):
 
     def encode_reference(self, subject: Image.Image, generator: torch.Generator) -> torch.Tensor:
         """The subject as a one-frame latent clip `[1, 1, C, h, w]`, scaled by the VAE's factor."""
+        latent = self.reference_distribution(subject).sample(generator=generator)
+        return latent.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor
+
+    def reference_distribution(self, subject: Image.Image):
+        """The VAE's posterior for the subject as a one-frame clip (mean and log-variance `[1, C, 1, h, w]`)."""
         pixels = self.video_processor.preprocess(subject, subject.height, subject.width)
         # The execution device, not vae.device: under CPU offload the VAE sits on the CPU until called.
         pixels = pixels.unsqueeze(2).to(self._execution_device, self.vae.dtype)
         # One frame needs no tiling, and tiled encoding can miss the grid by a row.
         tiling, self.vae.use_tiling = self.vae.use_tiling, False
         try:
-            latent = self.vae.encode(pixels).latent_dist.sample(generator=generator)
+            return self.vae.encode(pixels).latent_dist
         finally:
             self.vae.use_tiling = tiling
-        return latent.permute(0, 2, 1, 3, 4) * self.vae.config.scaling_factor
 
     def _check_call_inputs(
         self,

@@ -383,3 +383,33 @@ def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
         tiny_config(tmp_path, "data.num_frames=12")
     with pytest.raises(S2VError, match="tasks.mode"):
         tiny_config(tmp_path, "tasks.mode=three-stage")
+
+
+def test_prepared_cache_trains_and_matches_the_uncached_batch_shapes(tmp_path, pipe, synthetic):
+    from train.cache import cached_identity_batch, cached_motion_batch, open_cache, prepare
+
+    config = tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}", "tasks.motion_probability=0.5")
+    prepare(config)
+    pairs, videos = open_cache(config)
+    assert len(pairs) == 2 * 32 and len(videos) == 16  # the synthetic set's defaults, both pair directions
+
+    generator, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    cached = cached_identity_batch([pairs[0], pairs[1]], 0.7, generator, "cpu")
+    fresh = identity_batch(pipe, [synthetic[0][0], synthetic[0][1]], generator)
+    assert cached.latents.shape == fresh.latents.shape and cached.reference.shape == fresh.reference.shape
+    assert cached.prompt_embeds.shape == fresh.prompt_embeds.shape and cached.prompts[0].startswith(REFERENCE_TOKEN)
+    clip = cached_motion_batch([videos[0]], TaskConfig(), rng, generator, 0.7, "cpu")
+    assert clip.latents.shape[1:] == (3, 4, 4, 6) and clip.reference.shape[1:] == (1, 4, 4, 6)
+    assert 0 <= clip.frame_indices[0] < 9 and REFERENCE_TOKEN not in clip.prompts[0]
+
+    train(config)
+    assert all(math.isfinite(entry["loss"]) for entry in read_log(config))
+
+
+def test_a_cache_prepared_for_other_data_is_refused(tmp_path):
+    from s2v.errors import S2VError
+    from train.cache import open_cache, prepare
+
+    prepare(tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}"))
+    with pytest.raises(S2VError, match="prepare` again"):
+        open_cache(tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}", "data.height=48"))

@@ -1,7 +1,8 @@
 """`python -m train --config train/configs/tiny.yaml` (or under `accelerate launch -m train`).
 
 Trains the method's LoRA as the config says; `--resume latest` continues a stopped run
-exactly, and `section.key=value` arguments override the config.
+exactly, and `section.key=value` arguments override the config. `python -m train prepare
+--config ...` first encodes the data into `data.cache`, so training skips the frozen encoders.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ from .config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train [prepare]", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file, e.g. train/configs/tiny.yaml")
     parser.add_argument("--resume", help="'latest' or a checkpoints/step_* folder")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    preparing = bool(argv) and argv[0] == "prepare"
+    args = parser.parse_args(argv[1:] if preparing else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        config = load_config(args.config, args.overrides)
+        if preparing:
+            from .cache import prepare
+
+            print(f"prepared: {prepare(config)}")
+            return 0
         from .loop import train
 
-        final = train(load_config(args.config, args.overrides), resume=args.resume)
+        print(f"done: {train(config, resume=args.resume)}")
     except S2VError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"done: {final}")
     return 0
 
 

@@ -43,6 +43,8 @@ class DataConfig:
     fps: float = 8.0
     min_quality: int = 5
     pair_padding: int = 8
+    cache: str | None = None
+    """Folder of VAE latents and T5 embeddings written by `python -m train prepare`; read instead of the data."""
 
 
 @dataclass

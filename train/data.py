@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -26,6 +26,9 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from s2v.errors import S2VError, S2VWarning
 from s2v.subject import WHITE, load_subject
 from s2v.video import save_video
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 SUBJECTS200K_ID = "Yuanshi/Subjects200K"
 QUALITY_SCORES = ("compositeStructure", "objectConsistency", "imageQuality")
@@ -227,6 +230,35 @@ class VideoDataset:
             raise S2VError(f"No {'/'.join(VIDEO_SUFFIXES)} files in {folder}.")
         texts = _read_captions(Path(captions)) if captions is not None else {}
         return cls(files, texts, height, width, num_frames, fps)
+
+
+def open_datasets(config: TrainConfig) -> tuple[PairDataset, VideoDataset | None]:
+    """The run's identity pairs and (when the motion task can occur) its clips.
+
+    With `data.synthetic`, the small synthetic set is written under output_dir/data first, once:
+    run this under `accelerator.main_process_first()` so the other processes find it written.
+    """
+    data = config.data
+    pairs, videos, captions = data.pairs, data.videos, data.video_captions
+    if data.synthetic:
+        folder = Path(config.run.output_dir) / "data"
+        if not (folder / "captions.jsonl").exists():
+            write_synthetic_dataset(
+                folder, height=data.height, width=data.width, num_frames=data.num_frames, seed=config.run.seed
+            )
+        pairs, videos, captions = folder / "pairs.jsonl", folder / "videos", folder / "captions.jsonl"
+    if str(pairs).endswith(".jsonl"):
+        pair_set = PairDataset.from_jsonl(pairs, data.height, data.width)
+    else:
+        pair_set = PairDataset.from_subjects200k(
+            str(pairs), data.height, data.width, data.min_quality, data.pair_padding
+        )
+    video_set = None
+    if config.uses_videos:
+        video_set = VideoDataset.from_folder(videos, data.height, data.width, data.num_frames, data.fps, captions)
+        if len(video_set) == 0:
+            raise S2VError(f"No clips (.mp4, .webm, .mov) in {videos}; check data.videos.")
+    return pair_set, video_set
 
 
 def write_synthetic_dataset(

@@ -24,9 +24,10 @@ from s2v.errors import S2VError
 from s2v.loading import ADAPTER_NAME, LORA_TARGET_MODULES, OUR_LORA_FILE, load_base_pipeline, save_lora
 from s2v.video import save_video
 
+from .cache import cached_identity_batch, cached_motion_batch, open_cache
 from .checkpoint import TrainingState, load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig, to_dict
-from .data import PairDataset, SkipCounter, VideoDataset, draw, write_synthetic_dataset
+from .data import SkipCounter, draw, open_datasets
 from .tasks import IDENTITY, TaskSchedule, batch_loss, identity_batch, motion_batch
 
 log = logging.getLogger("train")
@@ -59,7 +60,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     transformer.train()
 
     # 2. Data: identity pairs and unpaired clips, drawn at random from the full sets
-    pairs, videos = _datasets(config, accelerator)
+    with accelerator.main_process_first():
+        pairs, videos = open_cache(config) if config.data.cache else open_datasets(config)
     skipped = SkipCounter()
 
     # 3. Optimizer, warm-up schedule, and accelerate's wrapping
@@ -159,40 +161,19 @@ def _make_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter
     return [parameter for parameter in transformer.parameters() if parameter.requires_grad]
 
 
-def _datasets(config: TrainConfig, accelerator: Accelerator) -> tuple[PairDataset, VideoDataset | None]:
-    data = config.data
-    pairs_source, videos_source, captions = data.pairs, data.videos, data.video_captions
-    if data.synthetic:
-        folder = Path(config.run.output_dir) / "data"
-        if accelerator.is_main_process:
-            write_synthetic_dataset(
-                folder, height=data.height, width=data.width, num_frames=data.num_frames, seed=config.run.seed
-            )
-        accelerator.wait_for_everyone()
-        pairs_source, videos_source, captions = folder / "pairs.jsonl", folder / "videos", folder / "captions.jsonl"
-    if str(pairs_source).endswith(".jsonl"):
-        pairs = PairDataset.from_jsonl(pairs_source, data.height, data.width)
-    else:
-        pairs = PairDataset.from_subjects200k(
-            str(pairs_source), data.height, data.width, data.min_quality, data.pair_padding
-        )
-    videos = None
-    if config.uses_videos:
-        videos = VideoDataset.from_folder(videos_source, data.height, data.width, data.num_frames, data.fps, captions)
-    for name, dataset in (("identity pairs", pairs), ("videos", videos)):
-        if dataset is not None and len(dataset) == 0:
-            raise S2VError(f"No usable {name} were found; check data.{'pairs' if dataset is pairs else 'videos'}.")
-    return pairs, videos
-
-
 def _batch(task, pipe, pairs, videos, config: TrainConfig, state: TrainingState, skipped: SkipCounter):
     """Draw and encode one micro-batch of the chosen task; the frozen encoders need no gradients."""
+    tasks, scaling = config.tasks, pipe.vae.config.scaling_factor
     with torch.no_grad():
         if task == IDENTITY:
-            samples = [draw(pairs, state.rng, skipped) for _ in range(config.tasks.image_batch_size)]
+            samples = [draw(pairs, state.rng, skipped) for _ in range(tasks.image_batch_size)]
+            if config.data.cache:
+                return cached_identity_batch(samples, scaling, state.generator, pipe._execution_device)
             return identity_batch(pipe, samples, state.generator)
-        samples = [draw(videos, state.rng, skipped) for _ in range(config.tasks.video_batch_size)]
-        return motion_batch(pipe, samples, config.tasks, state.rng, state.generator)
+        samples = [draw(videos, state.rng, skipped) for _ in range(tasks.video_batch_size)]
+        if config.data.cache:
+            return cached_motion_batch(samples, tasks, state.rng, state.generator, scaling, pipe._execution_device)
+        return motion_batch(pipe, samples, tasks, state.rng, state.generator)
 
 
 def _optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

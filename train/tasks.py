@@ -103,10 +103,14 @@ def motion_batch(
 
 def encode_video(pipe: S2VPipeline, frames: np.ndarray, generator: torch.Generator) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> [1, T', C, h, w] latents, sampled from the run's generator, scaled once."""
-    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0
-    pixels = pixels.to(pipe._execution_device, pipe.vae.dtype)
-    latent = pipe.vae.encode(pixels).latent_dist.sample(generator=generator)
+    latent = video_distribution(pipe, frames).sample(generator=generator)
     return latent.permute(0, 2, 1, 3, 4) * pipe.vae.config.scaling_factor
+
+
+def video_distribution(pipe: S2VPipeline, frames: np.ndarray):
+    """The VAE's posterior for a uint8 [T, H, W, 3] clip (mean and log-variance `[1, C, T', h, w]`)."""
+    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0
+    return pipe.vae.encode(pixels.to(pipe._execution_device, pipe.vae.dtype)).latent_dist
 
 
 def encode_text(pipe: S2VPipeline, prompts: list[str]) -> torch.Tensor:
