@@ -80,7 +80,6 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if accelerator.is_main_process:
         _truncate_log(output_dir / TRAIN_LOG, state.step)
-    if accelerator.is_main_process:
         accelerator.init_trackers("s2v", config=_flat(to_dict(config)))
     schedule = TaskSchedule(config.tasks, config.optim.max_steps)
 
