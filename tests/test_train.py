@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -413,3 +414,22 @@ def test_a_cache_prepared_for_other_data_is_refused(tmp_path):
     prepare(tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}"))
     with pytest.raises(S2VError, match="prepare` again"):
         open_cache(tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}", "data.height=48"))
+
+
+def test_validation_videos_are_written_and_logged_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(
+        tmp_path,
+        "run.log_with=tensorboard",
+        "optim.max_steps=2",
+        "run.validate_every=2",
+        "run.validation_steps=2",
+        f"run.validation=[{{subject: {ROOT / 'assets/examples/chelsea.png'}, prompt: a cat running, seed: 1}}]",
+    )
+    train(config)
+    video = Path(config.run.output_dir) / "validation" / "step_0000002" / "00.mp4"
+    assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == 9
+    events = EventAccumulator(str(next((Path(config.run.output_dir) / "logs").rglob("events*"))))
+    events.Reload()
+    assert "validation/00" in events.Tags()["images"] and "loss" in events.Tags()["scalars"]

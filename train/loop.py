@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
@@ -118,7 +119,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         if state.step % config.run.checkpoint_every == 0 or state.step == config.optim.max_steps:
             save_checkpoint(accelerator, output_dir, state, config.run.keep_checkpoints)
         if config.run.validation and state.step % config.run.validate_every == 0 and accelerator.is_main_process:
-            _validate(pipe, config, state.step, output_dir)
+            _validate(accelerator, pipe, config, state.step, output_dir)
     progress.close()
 
     # 6. Export: the final weights in the format s2v loads as is, and the task log
@@ -216,10 +217,14 @@ def _export(transformer, config: TrainConfig, folder: Path) -> None:
         transformer.save_pretrained(folder)
 
 
-def _validate(pipe, config: TrainConfig, step: int, output_dir: Path) -> None:
-    """Videos from fixed subjects, prompts and seeds, so runs and steps compare like for like."""
+def _validate(accelerator: Accelerator, pipe, config: TrainConfig, step: int, output_dir: Path) -> None:
+    """Videos from fixed subjects, prompts and seeds, so runs and steps compare like for like.
+
+    Each is written as an mp4 and logged to TensorBoard as a strip of its frames.
+    """
     folder = output_dir / "validation" / f"step_{step:07d}"
     pipe.transformer.eval()
+    strips = {}
     for index, sample in enumerate(config.run.validation):
         output = pipe(
             sample.subject,
@@ -231,6 +236,10 @@ def _validate(pipe, config: TrainConfig, step: int, output_dir: Path) -> None:
             seed=sample.seed,
         )
         save_video(output.frames, folder / f"{index:02d}.mp4", fps=round(config.data.fps))
+        strips[f"validation/{index:02d}"] = np.concatenate(list(output.frames), axis=1)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images(strips, step=step, dataformats="HWC")
     pipe.transformer.train()
 
 
