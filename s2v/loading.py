@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -78,7 +78,7 @@ class LoraInfo:
     alpha: float
     scale: float
     alpha_from: str
-    keys: int = field(default=0)
+    keys: int = 0
 
     @property
     def effective_scale(self) -> float:

@@ -57,6 +57,7 @@ class S2VPipeline(CogVideoXPipeline):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         check_supported(transformer)
         self.reference_token_id = add_reference_token(tokenizer, text_encoder)
+        self.lora_info = None  # set by s2v.loading.load_pipeline when a LoRA is loaded
 
     @property
     def frame_choices(self) -> list[int]:
