@@ -1,0 +1,6 @@
+"""s2v-nano: the method in a miniature world of procedurally drawn subjects, small enough to train on a CPU.
+
+`world` draws identities (shape x colour x pattern x accent), scenes and motions and writes the
+training and evaluation sets; `analyze` reads any such frame back into those attributes, so
+generated videos are scored against known ground truth.
+"""
