@@ -99,11 +99,18 @@ def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
 
 def _write_png_frames(frames: np.ndarray, path: Path, fps: int) -> None:
     """One PNG per frame in a folder; the folder appears whole or not at all."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path) as staging:
         for index, frame in enumerate(frames):
             Image.fromarray(frame).save(staging / f"frame_{index:04d}.png")
-        os.chmod(staging, 0o755)
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A hidden sibling folder that becomes `path` (absent or empty) on success and vanishes on failure."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; what it holds is meant to be read
         if path.exists():
             path.rmdir()
         os.replace(staging, path)

@@ -13,10 +13,7 @@ Everything is deterministic per seed: each clip, pair and split draws from its o
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +26,7 @@ from PIL import Image
 
 from s2v.errors import S2VError
 from s2v.subject import WHITE
+from s2v.video import atomic_folder
 
 SHAPES = ("disc", "square", "triangle", "diamond", "bar")
 """Outlines inscribed in one square box, told apart even as blurred blobs: the triangle points up, the
@@ -351,8 +349,7 @@ def write_world(
     train, held = split_identities(seed, held_out)
     base_cells, motion_cells = _split_cells(train, seed, base_clips, motion_clips)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         size = (height, width, num_frames)
         _write_clips(staging / "base", "base", base_cells, base_clips, size, [seed, _BASE], arrays)
         _write_clips(staging / "motion", "motion", motion_cells, motion_clips, size, [seed, _MOTION], arrays)
@@ -368,12 +365,6 @@ def write_world(
             "eval_items": eval_items,
         }
         _write_manifest(staging / "world.json", seed, height, width, num_frames, counts, held, arrays)
-        os.chmod(staging, 0o755)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return _world_paths(folder, arrays)
 
 
