@@ -29,15 +29,16 @@ class S2VPipelineOutput(BaseOutput):
     """What one generation produced.
 
     frames: the video (`[F, H, W, 3]` floats in [0, 1] for "np", PIL images for "pil",
-        `[F, 3, H, W]` for "pt", latents for "latent"); None when interrupted.
+        `[F, 3, H, W]` for "pt", latents for "latent"); None when interrupted. For a batch
+        (lists of subjects and prompts), one such video per item, stacked for "np" and "pt".
     subject: the subject exactly as the model saw it (after orientation, background
-        removal and padding).
+        removal and padding); a list for a batch.
     seed: the seed that fixed this run, or None when the caller passed a generator.
     interrupted: True when the run was stopped before its last denoising step.
     """
 
-    frames: np.ndarray | list[Image.Image] | torch.Tensor | None
-    subject: Image.Image
+    frames: np.ndarray | list[Image.Image] | list[list[Image.Image]] | torch.Tensor | None
+    subject: Image.Image | list[Image.Image]
     seed: int | None
     interrupted: bool
 
@@ -67,8 +68,8 @@ class S2VPipeline(CogVideoXPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image: SubjectSource,
-        prompt: str,
+        image: SubjectSource | list[SubjectSource],
+        prompt: str | list[str],
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -87,6 +88,8 @@ class S2VPipeline(CogVideoXPipeline):
     ) -> S2VPipelineOutput | tuple:
         """Generate a video of the subject in `image` doing what `prompt` says.
 
+        Lists of subjects and prompts (of one length) generate a batch in one pass, one
+        video per pair, from one generator: faster per video where the hardware has room.
         `prompt` gets its `<cls>` prefix here (once, even if typed); `negative_prompt`
         never carries it. `num_frames` must be 8k+1 (9..49 for CogVideoX-5B): an even
         latent-frame count decodes to the wrong length. Height and width must be
@@ -100,8 +103,9 @@ class S2VPipeline(CogVideoXPipeline):
         width = config.sample_width * self.vae_scale_factor_spatial if width is None else width
         num_frames = config.sample_frames if num_frames is None else num_frames
         negative_prompt = "" if negative_prompt is None else negative_prompt
+        images, prompts, batched = _as_batch(image, prompt)
         self._check_call_inputs(
-            prompt,
+            prompts,
             negative_prompt,
             height,
             width,
@@ -123,12 +127,12 @@ class S2VPipeline(CogVideoXPipeline):
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
 
-        # 2. The subject exactly as the model will see it
-        subject = prepare_subject(image, width, height, remove_background=remove_background)
+        # 2. The subjects exactly as the model will see them
+        subjects = [prepare_subject(item, width, height, remove_background=remove_background) for item in images]
 
         # 3. Text: `<cls>` leads the prompt, never the negative prompt
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            with_reference_token(prompt),
+            [with_reference_token(text) for text in prompts],
             strip_reference_token(negative_prompt),
             do_classifier_free_guidance=do_cfg,
             max_sequence_length=config.max_text_seq_length,
@@ -144,7 +148,7 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 5. Initial noise for the video latents
         latents = self.prepare_latents(
-            1,
+            len(prompts),
             config.in_channels,
             num_frames,
             height,
@@ -155,8 +159,8 @@ class S2VPipeline(CogVideoXPipeline):
         )
 
         # 6. Clean reference latent, drawn from the run's generator; the same in both CFG branches
-        reference = self.encode_reference(subject, generator).to(device, prompt_embeds.dtype)
-        reference = reference.repeat(prompt_embeds.shape[0], 1, 1, 1, 1)
+        reference = torch.cat([self.encode_reference(subject, generator) for subject in subjects])
+        reference = reference.to(device, prompt_embeds.dtype).repeat(2 if do_cfg else 1, 1, 1, 1, 1)
 
         # 7. Denoising loop
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
@@ -211,12 +215,14 @@ class S2VPipeline(CogVideoXPipeline):
         if interrupted:
             frames = None
         elif output_type == "latent":
-            frames = latents[0]
+            frames = latents if batched else latents[0]
         else:
             video = self.decode_latents(latents)
-            frames = self.video_processor.postprocess_video(video=video, output_type=output_type)[0]
+            frames = self.video_processor.postprocess_video(video=video, output_type=output_type)
+            frames = frames if batched else frames[0]
         self.maybe_free_model_hooks()
 
+        subject = subjects if batched else subjects[0]
         output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
         return output if return_dict else output.to_tuple()
 
@@ -239,7 +245,7 @@ class S2VPipeline(CogVideoXPipeline):
 
     def _check_call_inputs(
         self,
-        prompt,
+        prompts,
         negative_prompt,
         height,
         width,
@@ -251,13 +257,14 @@ class S2VPipeline(CogVideoXPipeline):
         output_type,
         tensor_inputs,
     ) -> None:
-        if not isinstance(prompt, str) or not strip_reference_token(prompt):
-            raise S2VError("Write a prompt describing what the subject should do.")
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not strip_reference_token(prompt):
+                raise S2VError("Write a prompt describing what the subject should do.")
+            self._warn_if_truncated(with_reference_token(prompt), "prompt")
         if not isinstance(negative_prompt, str):
             raise S2VError("The negative prompt must be text.")
         if REFERENCE_TOKEN in negative_prompt:
             warnings.warn(f"{REFERENCE_TOKEN} was removed from the negative prompt.", S2VWarning)
-        self._warn_if_truncated(with_reference_token(prompt), "prompt")
         self._warn_if_truncated(strip_reference_token(negative_prompt), "negative prompt")
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
         for name, value in (("height", height), ("width", width)):
@@ -295,6 +302,17 @@ class S2VPipeline(CogVideoXPipeline):
         if len(ids) > limit:
             dropped = self.tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
             warnings.warn(f"The {what} is longer than {limit} tokens; this part is ignored: {dropped!r}", S2VWarning)
+
+
+def _as_batch(image, prompt) -> tuple[list, list, bool]:
+    """(subjects, prompts, whether a batch was asked for); a batch is two lists of one length."""
+    if isinstance(prompt, list) != isinstance(image, list):
+        raise S2VError("For a batch, pass a list of subjects and a list of prompts; otherwise one of each.")
+    if not isinstance(prompt, list):
+        return [image], [prompt], False
+    if not prompt or len(prompt) != len(image):
+        raise S2VError(f"A batch needs as many subjects as prompts, at least one: got {len(image)} and {len(prompt)}.")
+    return image, prompt, True
 
 
 def _is_int(value) -> bool:

@@ -206,9 +206,22 @@ def test_base_and_motion_clips_share_no_combination_or_file(world):
     assert len(cells[0]) == len(base) and len(cells[1]) == len(motion)  # a cell of its own per clip
     assert not cells[0] & cells[1]
     assert not {row["file"] for row in base} & {row["file"] for row in motion}
-    for row in base + motion:
-        identity = Identity.from_id(row["identity"])
-        assert row["caption"].startswith(("a ", "an ")) and identity.words in row["caption"]
+
+
+
+def test_about_half_the_training_captions_name_their_subject_and_the_rest_say_it(world):
+    base, motion, pairs = read_jsonl(world.base_captions), read_jsonl(world.motion_captions), read_jsonl(world.pairs)
+    rows = [(row["identity"], row["caption"]) for row in base + motion]
+    rows += [(row["identity"], row[key]) for row in pairs for key in ("subject_caption", "target_caption")]
+    named = 0
+    for identity, caption in rows:
+        words = Identity.from_id(identity).words
+        if caption.startswith(("a ", "an ")):
+            assert words in caption
+            named += 1
+        else:
+            assert caption.startswith("it ") and not set(caption.replace("white background", "").split()) & IDENTITY_WORDS
+    assert 0.25 < named / len(rows) < 0.75
 
 
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path, world):

@@ -88,7 +88,24 @@ def test_reference_token_leads_the_prompt_once_and_never_the_negative_prompt(tin
     monkeypatch.setattr(tiny_pipe, "encode_prompt", spy)
     with pytest.warns(S2VWarning, match="removed from the negative prompt"):
         tiny_pipe(subject_array, "<cls> a cat surfing", negative_prompt="<cls> blurry", seed=0, **SMALL)
-    assert seen == {"prompt": f"{REFERENCE_TOKEN} a cat surfing", "negative_prompt": "blurry"}
+    assert seen == {"prompt": [f"{REFERENCE_TOKEN} a cat surfing"], "negative_prompt": "blurry"}
+
+
+def test_a_batch_gives_each_prompt_its_own_subject(tiny_pipe, subject_array):
+    other, third = 255 - subject_array, np.roll(subject_array, 16, axis=1)
+    first = tiny_pipe([subject_array, other], ["a cat", "a dog"], seed=0, **SMALL)
+    second = tiny_pipe([subject_array, third], ["a cat", "a dog"], seed=0, **SMALL)
+    assert first.frames.shape == (2, *tiny_pipe(subject_array, "a cat", seed=0, **SMALL).frames.shape)
+    assert len(first.subject) == 2
+    np.testing.assert_array_equal(first.frames[0], second.frames[0])
+    assert not np.allclose(first.frames[1], second.frames[1], atol=1e-4)
+
+
+def test_a_batch_needs_as_many_subjects_as_prompts(tiny_pipe, subject_array):
+    with pytest.raises(S2VError, match="as many subjects as prompts"):
+        tiny_pipe([subject_array], ["a cat", "a dog"], seed=0, **SMALL)
+    with pytest.raises(S2VError, match="a list of subjects and a list of prompts"):
+        tiny_pipe(subject_array, ["a cat"], seed=0, **SMALL)
 
 
 def test_dynamic_cfg_changes_the_result(tiny_pipe, subject_array):

@@ -12,6 +12,7 @@ from s2v.errors import S2VError
 
 MODES = ("switched", "image-only", "two-stage", "joint-t2v")
 REFERENCE_FRAMES = ("random", "first", "grid")
+LR_SCHEDULES = ("constant_with_warmup", "cosine")
 
 
 @dataclass
@@ -58,6 +59,8 @@ class TaskConfig:
     """random (uniform over the clip), first, or grid (the release's frames 0, 9, 18, ...)."""
     image_batch_size: int = 8
     video_batch_size: int = 1
+    caption_dropout: float = 0.0
+    """Chance a caption becomes the empty prompt. The method uses none; training a base model for CFG does."""
 
 
 @dataclass
@@ -71,6 +74,8 @@ class OptimConfig:
     optimizer: str = "adamw"
     """adamw, or adamw8bit (bitsandbytes, GPU only)."""
     max_steps: int = 4000
+    lr_schedule: str = "constant_with_warmup"
+    """constant_with_warmup (METHOD §5), or cosine (decays to 0 by max_steps: training from scratch)."""
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "bf16"
     """bf16 autocast over fp32 LoRA weights, or no."""
@@ -112,17 +117,20 @@ class TrainConfig:
             raise S2VError(f"tasks.mode must be one of {', '.join(MODES)}, not {tasks.mode!r}.")
         if tasks.reference_frame not in REFERENCE_FRAMES:
             raise S2VError(f"tasks.reference_frame must be one of {', '.join(REFERENCE_FRAMES)}.")
-        for name in ("motion_probability", "drop_probability"):
+        for name in ("motion_probability", "drop_probability", "caption_dropout"):
             if not 0.0 <= getattr(tasks, name) <= 1.0:
                 raise S2VError(f"tasks.{name} must be between 0 and 1, not {getattr(tasks, name)}.")
         if (data.num_frames - 1) % 8 or data.num_frames < 9:
             raise S2VError(f"data.num_frames must be 8k+1 (9, 17, ..., 49), not {data.num_frames}.")
         if data.height % 16 or data.width % 16:
             raise S2VError(f"data.height and data.width must be multiples of 16, not {data.height}x{data.width}.")
-        if not data.synthetic and data.pairs is None:
+        if not data.synthetic and data.pairs is None and self.uses_pairs:
             raise S2VError("data.pairs is required: identity pairs (Subjects200K or a .jsonl file), or data.synthetic.")
         if not data.synthetic and data.videos is None and self.uses_videos:
             raise S2VError("data.videos is required for the motion task (or set tasks.mode: image-only).")
+        if self.optim.lr_schedule not in LR_SCHEDULES:
+            schedule = self.optim.lr_schedule
+            raise S2VError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {schedule!r}.")
         if self.optim.optimizer not in ("adamw", "adamw8bit"):
             raise S2VError(f"optim.optimizer must be adamw or adamw8bit, not {self.optim.optimizer!r}.")
         if self.model.lora_dtype not in ("fp32", "bf16"):
@@ -132,6 +140,11 @@ class TrainConfig:
     @property
     def uses_videos(self) -> bool:
         return self.tasks.mode != "image-only" and self.tasks.motion_probability > 0
+
+    @property
+    def uses_pairs(self) -> bool:
+        """False only when every step is a video step: training a text-to-video base (p = 1)."""
+        return self.tasks.mode == "image-only" or self.tasks.motion_probability < 1
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -232,8 +232,8 @@ class VideoDataset:
         return cls(files, texts, height, width, num_frames, fps)
 
 
-def open_datasets(config: TrainConfig) -> tuple[PairDataset, VideoDataset | None]:
-    """The run's identity pairs and (when the motion task can occur) its clips.
+def open_datasets(config: TrainConfig) -> tuple[PairDataset | None, VideoDataset | None]:
+    """The run's identity pairs and its clips, each None when no step of the run can use it.
 
     With `data.synthetic`, the small synthetic set is written under output_dir/data first, once:
     run this under `accelerator.main_process_first()` so the other processes find it written.
@@ -247,18 +247,19 @@ def open_datasets(config: TrainConfig) -> tuple[PairDataset, VideoDataset | None
                 folder, height=data.height, width=data.width, num_frames=data.num_frames, seed=config.run.seed
             )
         pairs, videos, captions = folder / "pairs.jsonl", folder / "videos", folder / "captions.jsonl"
-    if str(pairs).endswith(".jsonl"):
-        pair_set = PairDataset.from_jsonl(pairs, data.height, data.width)
-    else:
-        pair_set = PairDataset.from_subjects200k(
-            str(pairs), data.height, data.width, data.min_quality, data.pair_padding
-        )
+    pair_set = _open_pairs(str(pairs), data) if config.uses_pairs else None
     video_set = None
     if config.uses_videos:
         video_set = VideoDataset.from_folder(videos, data.height, data.width, data.num_frames, data.fps, captions)
         if len(video_set) == 0:
             raise S2VError(f"No clips (.mp4, .webm, .mov) in {videos}; check data.videos.")
     return pair_set, video_set
+
+
+def _open_pairs(pairs: str, data) -> PairDataset:
+    if pairs.endswith(".jsonl"):
+        return PairDataset.from_jsonl(pairs, data.height, data.width)
+    return PairDataset.from_subjects200k(pairs, data.height, data.width, data.min_quality, data.pair_padding)
 
 
 def write_synthetic_dataset(

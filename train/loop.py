@@ -29,7 +29,7 @@ from .cache import cached_identity_batch, cached_motion_batch, open_cache
 from .checkpoint import TrainingState, load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import SkipCounter, draw, open_datasets
-from .tasks import IDENTITY, TaskSchedule, batch_loss, identity_batch, motion_batch
+from .tasks import IDENTITY, TaskSchedule, batch_loss, drop_captions, encode_text, identity_batch, motion_batch
 
 log = logging.getLogger("train")
 TRAIN_LOG = "train_log.jsonl"
@@ -64,11 +64,16 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     with accelerator.main_process_first():
         pairs, videos = open_cache(config) if config.data.cache else open_datasets(config)
     skipped = SkipCounter()
+    with torch.no_grad():
+        empty_prompt = encode_text(pipe, [""])[0] if config.tasks.caption_dropout else None
 
     # 3. Optimizer, warm-up schedule, and accelerate's wrapping
     optimizer = _optimizer(trainable, config)
     lr_scheduler = get_scheduler(
-        "constant_with_warmup", optimizer, num_warmup_steps=config.optim.warmup_steps * accelerator.num_processes
+        config.optim.lr_schedule,
+        optimizer,
+        num_warmup_steps=config.optim.warmup_steps * accelerator.num_processes,
+        num_training_steps=config.optim.max_steps * accelerator.num_processes,
     )
     model, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     _register_weight_hooks(accelerator, transformer, config)
@@ -92,6 +97,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         task = schedule.task(state.step, state.rng)
         with accelerator.accumulate(model):
             batch = _batch(task, pipe, pairs, videos, config, state, skipped)
+            if empty_prompt is not None:
+                batch = drop_captions(batch, empty_prompt, config.tasks.caption_dropout, state.rng)
             loss = batch_loss(model, transformer.config, pipe.scheduler, batch, state.generator)
             accelerator.backward(loss)
             if accelerator.sync_gradients:

@@ -9,7 +9,7 @@ one task; the reference-token forward itself is `s2v.model.predict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -99,6 +99,17 @@ def motion_batch(
     )
     prompts = [strip_reference_token(sample.caption) for sample in samples]
     return Batch(MOTION, latents, references, keep, encode_text(pipe, prompts), prompts, indices)
+
+
+def drop_captions(batch: Batch, empty_prompt: torch.Tensor, probability: float, rng: np.random.Generator) -> Batch:
+    """Replace each caption by the empty prompt with `probability`: what CFG's unconditional branch is trained on."""
+    dropped = rng.random(len(batch.prompts)) < probability
+    if not dropped.any():
+        return batch
+    embeds = batch.prompt_embeds.clone()
+    embeds[torch.from_numpy(dropped).to(embeds.device)] = empty_prompt.to(embeds)
+    prompts = ["" if drop else prompt for drop, prompt in zip(dropped, batch.prompts, strict=True)]
+    return replace(batch, prompt_embeds=embeds, prompts=prompts)
 
 
 def encode_video(pipe: S2VPipeline, frames: np.ndarray, generator: torch.Generator) -> torch.Tensor:

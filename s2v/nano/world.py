@@ -90,7 +90,13 @@ CIRCLE_SIZE, CIRCLE_RADIUS = (0.34, 0.42), 0.12
 ZOOM_START, ZOOM_RATIO = (0.26, 0.3), 1.85
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 
-_SPLIT, _CELLS, _BASE, _PAIRS, _MOTION, _PAIR_ORDER = range(6)
+UNNAMED = "it"
+NAMED_SHARE = 0.5
+"""Share of training captions that name their subject; the rest say "it", as evaluation prompts do. So the
+base model knows prompts without identity words, and an identity pair cannot be solved from its caption
+alone: the reference is the only way to the subject, as a dog's photo is in the paper's data."""
+
+_SPLIT, _CELLS, _BASE, _PAIRS, _MOTION, _PAIR_ORDER, _NAMING = range(7)
 """Generator streams: `default_rng([seed, stream, index])`."""
 
 
@@ -197,22 +203,31 @@ def split_identities(seed: int, held_out: int = HELD_OUT) -> tuple[list[Identity
     return [identity for identity in identities if identity not in held], chosen
 
 
-def clip_caption(identity: Identity, scene: str, motion: str) -> str:
-    """E.g. "a red disc with white stripes moves left on grass"."""
-    return f"{_with_article(identity.words)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
+def clip_caption(identity: Identity | None, scene: str, motion: str) -> str:
+    """E.g. "a red disc with white stripes moves left on grass", or "it moves left on grass" unnamed."""
+    return f"{_subject_words(identity)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
 
 
-def subject_caption(identity: Identity) -> str:
-    return f"{_with_article(identity.words)} on a white background"
+def subject_caption(identity: Identity | None) -> str:
+    return f"{_subject_words(identity)} on a white background"
 
 
-def scene_caption(identity: Identity, scene: str) -> str:
-    return f"{_with_article(identity.words)} {SCENE_PHRASES[scene]}"
+def scene_caption(identity: Identity | None, scene: str) -> str:
+    return f"{_subject_words(identity)} {SCENE_PHRASES[scene]}"
 
 
 def eval_prompt(scene: str, motion: str) -> str:
     """E.g. "it moves left on grass": no identity word, so identity can only come from the reference."""
-    return f"it {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
+    return clip_caption(None, scene, motion)
+
+
+def _subject_words(identity: Identity | None) -> str:
+    return UNNAMED if identity is None else _with_article(identity.words)
+
+
+def _named(stream: list[int], index: int) -> bool:
+    """Whether training caption `index` of a set names its subject (`NAMED_SHARE`), from its own generator."""
+    return bool(np.random.default_rng([*stream, index, _NAMING]).random() < NAMED_SHARE)
 
 
 def shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -430,7 +445,7 @@ def _write_clips(
             send(clip.frames)
             if store is not None:
                 store[index] = clip.frames
-            caption = clip_caption(identity, scene, motion)
+            caption = clip_caption(identity if _named(stream, index) else None, scene, motion)
             name = f"{prefix}_{index:05d}.mp4"
             lines.append({"file": name, "caption": caption, "identity": identity.id, "scene": scene, "motion": motion})
     if store is not None:
@@ -489,12 +504,13 @@ def _write_pairs(folder: Path, train: list[Identity], count: int, height: int, w
             render_subject(identity, height, width).save(folder / subject)
             written.add(identity)
         render_scene_image(identity, scene, height, width, rng).save(folder / target)
+        named = identity if _named([seed, _PAIRS], index) else None
         lines.append(
             {
                 "subject": subject,
                 "target": target,
-                "subject_caption": subject_caption(identity),
-                "target_caption": scene_caption(identity, scene),
+                "subject_caption": subject_caption(named),
+                "target_caption": scene_caption(named, scene),
                 "identity": identity.id,
                 "scene": scene,
             }
@@ -502,18 +518,15 @@ def _write_pairs(folder: Path, train: list[Identity], count: int, height: int, w
     _write_jsonl(folder / "pairs.jsonl", lines)
 
 
-def _write_eval(folder: Path, held: list[Identity], per_subject: int, height: int, width: int) -> int:
-    """Each held-out subject's reference on white, and `per_subject` prompts over a balanced motion x scene grid.
+def eval_items(held: list[Identity], per_subject: int = 8) -> list[dict]:
+    """Each held-out subject x `per_subject` identity-free prompts over a balanced motion x scene grid.
 
     Prompt j of subject k asks for motion j mod 8 in scene (j + j // 8 + k) mod 4: every subject gets
     every motion once per 8 prompts, and each motion meets each scene equally often over the subjects.
     Each item carries a `seed` (its index) so every method compared samples the same noise.
     """
-    (folder / "refs").mkdir(parents=True)
     scenes, lines = list(SCENES), []
     for k, identity in enumerate(held):
-        reference = f"refs/{identity.id}.png"
-        render_subject(identity, height, width).save(folder / reference)
         for j in range(per_subject):
             motion, scene = MOTIONS[j % len(MOTIONS)], scenes[(j + j // len(MOTIONS) + k) % len(scenes)]
             lines.append(
@@ -524,7 +537,7 @@ def _write_eval(folder: Path, held: list[Identity], per_subject: int, height: in
                     "colour": identity.colour,
                     "pattern": identity.pattern,
                     "accent": identity.accent,
-                    "reference": reference,
+                    "reference": f"refs/{identity.id}.png",
                     "prompt": eval_prompt(scene, motion),
                     "scene": scene,
                     "motion": motion,
@@ -532,6 +545,15 @@ def _write_eval(folder: Path, held: list[Identity], per_subject: int, height: in
                     "seed": len(lines),
                 }
             )
+    return lines
+
+
+def _write_eval(folder: Path, held: list[Identity], per_subject: int, height: int, width: int) -> int:
+    """`eval.jsonl` and each held-out subject's reference on white under `refs/`."""
+    (folder / "refs").mkdir(parents=True)
+    for identity in held:
+        render_subject(identity, height, width).save(folder / f"refs/{identity.id}.png")
+    lines = eval_items(held, per_subject)
     _write_jsonl(folder / "eval.jsonl", lines)
     return len(lines)
 

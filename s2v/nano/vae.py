@@ -1,0 +1,182 @@
+"""The nano VAE: a small AutoencoderKLCogVideoX trained from scratch on world frames.
+
+It keeps the 5B VAE's structure (causal 3D convolutions, 4x time compression, so 9 frames
+become 3 latent frames) at 4x spatial compression: a 48x48 frame becomes a 12x12 latent.
+Each step trains on a batch of clips (the temporal layers) and a batch of single frames
+(what identity pairs and references are encoded as), so both encodings stay sharp.
+
+The posterior is sampled during training, which drives its variance down: the s2v code
+samples latents from it, and a wide posterior would drown the signal (see s2v/tiny.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCogVideoX
+from PIL import Image
+
+from s2v.errors import S2VError
+
+from .analyze import analyze_clip
+from .world import MOTIONS, SCENES, Identity, render_clip
+
+FRAME_SIZE = 48
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("CogVideoXDownBlock3D",) * 3,
+    up_block_types=("CogVideoXUpBlock3D",) * 3,
+    block_out_channels=(16, 32, 64),
+    latent_channels=16,
+    layers_per_block=1,
+    norm_num_groups=8,
+    temporal_compression_ratio=4,
+    sample_height=480,
+    sample_width=720,
+)
+"""The sample size sets diffusers' tile size: the 5B's, so tiling never cuts a 48x48 frame into tiles."""
+
+
+@dataclass
+class VAETrainConfig:
+    steps: int = 1000
+    clip_batch: int = 4
+    image_batch: int = 16
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    kl_weight: float = 1e-6
+    seed: int = 0
+    log_every: int = 50
+
+
+def new_vae(seed: int = 0) -> AutoencoderKLCogVideoX:
+    torch.manual_seed(seed)
+    return AutoencoderKLCogVideoX(**VAE_CONFIG)
+
+
+def world_frames(world: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Training clips ([N, T, H, W, 3] uint8, memory-mapped) and single frames (subjects on white and pair targets)."""
+    clips = np.load(world / "base" / "frames.npy", mmap_mode="r")
+    records = [json.loads(line) for line in (world / "pairs" / "pairs.jsonl").read_text().splitlines() if line]
+    images = [
+        np.asarray(Image.open(world / "pairs" / r[key]).convert("RGB"))
+        for r in records
+        for key in ("subject", "target")
+    ]
+    return clips, np.stack(images)
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1], as the VAE takes it."""
+    return torch.from_numpy(np.array(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+
+
+def reconstruction_loss(vae: AutoencoderKLCogVideoX, pixels: torch.Tensor, kl_weight: float, generator) -> torch.Tensor:
+    posterior = vae.encode(pixels).latent_dist
+    decoded = vae.decode(posterior.sample(generator)).sample
+    error = decoded - pixels
+    return error.pow(2).mean() + error.abs().mean() + kl_weight * posterior.kl().mean()
+
+
+def train_vae(world: str | Path, output: str | Path, config: VAETrainConfig | None = None) -> Path:
+    """Train on the world's base clips and pair images; save a diffusers folder with a measured scaling factor."""
+    config = config or VAETrainConfig()
+    world, output = Path(world), Path(output)
+    if not (world / "base" / "frames.npy").is_file():
+        raise S2VError(f"{world} is not a nano world written with arrays (no base/frames.npy); run write_world first.")
+    clips, images = world_frames(world)
+    rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
+    vae = new_vae(config.seed)
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, config))
+    log, started = [], time.time()
+    for step in range(1, config.steps + 1):
+        clip_batch = to_pixels(clips[np.sort(rng.choice(len(clips), config.clip_batch, replace=False))])
+        image_batch = to_pixels(images[rng.choice(len(images), config.image_batch, replace=False)][:, None])
+        loss = reconstruction_loss(vae, clip_batch, config.kl_weight, generator)
+        loss = loss + reconstruction_loss(vae, image_batch, config.kl_weight, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % config.log_every == 0 or step == config.steps:
+            log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - started, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    vae.eval()
+    vae.register_to_config(scaling_factor=latent_scaling(vae, clips))
+    vae.save_pretrained(output)
+    (output / "train_log.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
+    return output
+
+
+def _cosine(step: int, config: VAETrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def latent_scaling(vae: AutoencoderKLCogVideoX, clips: np.ndarray, count: int = 256) -> float:
+    """1 / std of the latent means over `count` clips, so scaled latents have unit variance as diffusion expects."""
+    means = [vae.encode(to_pixels(clips[i : i + 32])).latent_dist.mean for i in range(0, min(count, len(clips)), 32)]
+    return float(1.0 / torch.cat(means).std())
+
+
+@dataclass
+class Ceiling:
+    """What the analyzer still reads after a VAE round trip, beside what it reads on the originals."""
+
+    psnr: float
+    posterior_std: float
+    accuracy: dict[str, float]
+    original: dict[str, float]
+
+
+@torch.no_grad()
+def reconstruction_ceiling(
+    vae: AutoencoderKLCogVideoX, identities: list[Identity], clips_per_identity: int = 4, seed=0
+):
+    """Render clips of `identities` (the held-out ones), round-trip them through the VAE and analyze both."""
+    rng = np.random.default_rng(seed)
+    size = FRAME_SIZE
+    truth, frames = [], []
+    for identity in identities:
+        for _ in range(clips_per_identity):
+            scene, motion = rng.choice(list(SCENES)), rng.choice(MOTIONS)
+            frames.append(render_clip(identity, scene, motion, size, size, rng=rng).frames)
+            truth.append({**asdict(identity), "scene": scene, "motion": motion})
+    originals = np.stack(frames)
+    posterior = vae.encode(to_pixels(originals)).latent_dist
+    decoded = to_uint8(vae.decode(posterior.sample(torch.Generator().manual_seed(seed))).sample)
+    error = (decoded.astype(np.float32) - originals.astype(np.float32)) / 255
+    psnr = float(10 * np.log10(1 / np.mean(error**2)))
+    return Ceiling(
+        psnr=round(psnr, 2),
+        posterior_std=float(torch.exp(0.5 * posterior.logvar).mean() * vae.config.scaling_factor),
+        accuracy=_accuracy([analyze_clip(clip) for clip in decoded], truth),
+        original=_accuracy([analyze_clip(clip) for clip in originals], truth),
+    )
+
+
+def _accuracy(analyses, truth: list[dict]) -> dict[str, float]:
+    keys = ("shape", "colour", "pattern", "accent", "scene", "motion")
+    scores = {key: np.mean([getattr(a, key) == t[key] for a, t in zip(analyses, truth, strict=True)]) for key in keys}
+    scores["identity"] = np.mean(
+        [all(getattr(a, k) == t[k] for k in keys[:4]) for a, t in zip(analyses, truth, strict=True)]
+    )
+    return {key: round(float(value) * 100, 1) for key, value in scores.items()}
