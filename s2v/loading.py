@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from .errors import S2VError
 from .pipeline import S2VPipeline
-from .presets import AUTHORS_CHECKPOINT_HINT, PRESETS, Preset
+from .presets import AUTHORS_CHECKPOINT_HINT, NANO_FOLDER, PRESETS, Preset
 from .tiny import tiny_components
 
 OFFLOAD_MODES = ("none", "model", "sequential")
@@ -95,8 +95,9 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
     pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
-    if settings.lora:
-        pipe.lora_info = load_lora(pipe, settings.lora, settings.lora_alpha, settings.lora_scale)
+    lora = settings.lora or (preset.lora if settings.model is None else None)
+    if lora:
+        pipe.lora_info = load_lora(pipe, lora, settings.lora_alpha, settings.lora_scale)
     if settings.vae_tiling:
         pipe.vae.enable_tiling()
     if settings.vae_slicing:
@@ -130,8 +131,10 @@ def load_base_pipeline(
 
 
 def default_preset_name() -> str:
-    """The real model where it can run (a CUDA GPU), the tiny wiring check everywhere else."""
-    return "cogvideox-5b" if torch.cuda.is_available() else "tiny"
+    """The real model where it can run (a CUDA GPU); elsewhere s2v-nano, or the tiny wiring check without its files."""
+    if torch.cuda.is_available():
+        return "cogvideox-5b"
+    return "nano" if (NANO_FOLDER / "base" / "model_index.json").is_file() else "tiny"
 
 
 def resolve_device(device: str) -> torch.device:

@@ -261,6 +261,7 @@ class S2VPipeline(CogVideoXPipeline):
             if not isinstance(prompt, str) or not strip_reference_token(prompt):
                 raise S2VError("Write a prompt describing what the subject should do.")
             self._warn_if_truncated(with_reference_token(prompt), "prompt")
+            self._warn_if_unknown(strip_reference_token(prompt))
         if not isinstance(negative_prompt, str):
             raise S2VError("The negative prompt must be text.")
         if REFERENCE_TOKEN in negative_prompt:
@@ -295,6 +296,16 @@ class S2VPipeline(CogVideoXPipeline):
         unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise S2VError(f"Callbacks can receive {self._callback_tensor_inputs}, not {sorted(unknown)}.")
+
+    def _warn_if_unknown(self, text: str) -> None:
+        """Name the words the tokenizer can only read as <unk> (the nano model knows only its world's words)."""
+        unknown_id = self.tokenizer.unk_token_id
+        unknown = [
+            word for word in text.split() if unknown_id in self.tokenizer(word, add_special_tokens=False).input_ids
+        ]
+        if unknown:
+            words = ", ".join(unknown)
+            warnings.warn(f"The model does not know these words and reads them as unknown: {words}.", S2VWarning)
 
     def _warn_if_truncated(self, text: str, what: str) -> None:
         limit = self.transformer.config.max_text_seq_length

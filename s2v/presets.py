@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 COGVIDEOX_5B_TRANSFORMER = dict(
     num_attention_heads=48,
@@ -29,6 +30,9 @@ COGVIDEOX_5B_TRANSFORMER = dict(
     attention_bias=True,
 )
 """THUDM/CogVideoX-5b's transformer config, for meta-device checks and FLOP counts."""
+
+NANO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "nano"
+"""s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `python -m s2v.nano build`."""
 
 AUTHORS_CHECKPOINT_HINT = (
     "The method's LoRA (pytorch_lora_weights_transformer.safetensors) is published by the "
@@ -58,6 +62,8 @@ class Preset:
     """Whether the base model needs the method's LoRA to follow the subject at all."""
     wiring_check: bool = False
     """Random weights: output is noise, useful only to check that everything runs."""
+    lora: str | None = None
+    """The LoRA loaded when the user names neither a model nor a LoRA."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -74,6 +80,20 @@ PRESETS: dict[str, Preset] = {
         resolutions=((64, 96), (96, 64), (64, 64)),
         needs_lora=False,
         wiring_check=True,
+    ),
+    "nano": Preset(
+        name="nano",
+        model=str(NANO_FOLDER / "base"),
+        lora=str(NANO_FOLDER / "lora"),
+        description="s2v-nano: the method trained on this project's miniature world of toy subjects, on a CPU",
+        height=48,
+        width=48,
+        num_frames=9,
+        num_inference_steps=25,
+        guidance_scale=3.0,
+        fps=8,
+        resolutions=((48, 48),),
+        needs_lora=False,
     ),
     "cogvideox-5b": Preset(
         name="cogvideox-5b",

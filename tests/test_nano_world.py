@@ -208,7 +208,6 @@ def test_base_and_motion_clips_share_no_combination_or_file(world):
     assert not {row["file"] for row in base} & {row["file"] for row in motion}
 
 
-
 def test_about_half_the_training_captions_name_their_subject_and_the_rest_say_it(world):
     base, motion, pairs = read_jsonl(world.base_captions), read_jsonl(world.motion_captions), read_jsonl(world.pairs)
     rows = [(row["identity"], row["caption"]) for row in base + motion]
@@ -220,7 +219,9 @@ def test_about_half_the_training_captions_name_their_subject_and_the_rest_say_it
             assert words in caption
             named += 1
         else:
-            assert caption.startswith("it ") and not set(caption.replace("white background", "").split()) & IDENTITY_WORDS
+            assert (
+                caption.startswith("it ") and not set(caption.replace("white background", "").split()) & IDENTITY_WORDS
+            )
     assert 0.25 < named / len(rows) < 0.75
 
 

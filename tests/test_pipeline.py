@@ -101,6 +101,11 @@ def test_a_batch_gives_each_prompt_its_own_subject(tiny_pipe, subject_array):
     assert not np.allclose(first.frames[1], second.frames[1], atol=1e-4)
 
 
+def test_words_the_tokenizer_cannot_read_are_named_in_a_warning(tiny_pipe, subject_array):
+    with pytest.warns(S2VWarning, match="reads them as unknown: café, naïve"):
+        tiny_pipe(subject_array, "a café cat, naïve", seed=0, **SMALL)
+
+
 def test_a_batch_needs_as_many_subjects_as_prompts(tiny_pipe, subject_array):
     with pytest.raises(S2VError, match="as many subjects as prompts"):
         tiny_pipe([subject_array], ["a cat", "a dog"], seed=0, **SMALL)

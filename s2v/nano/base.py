@@ -16,6 +16,7 @@ from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from s2v.pipeline import S2VPipeline
 from s2v.tiny import EMBEDDING_PADDING_ROWS, SCHEDULER_CONFIG
+from s2v.video import atomic_folder
 
 from .world import ACCENTS, COLOURS, MOTION_PHRASES, PATTERNS, SCENE_PHRASES, SHAPES, UNNAMED
 
@@ -77,5 +78,6 @@ def untrained_base(vae: AutoencoderKLCogVideoX, seed: int = 0) -> S2VPipeline:
 def write_untrained_base(vae_folder: str | Path, output: str | Path, seed: int = 0) -> Path:
     """The folder `python -m train` starts the base text-to-video training from."""
     vae = AutoencoderKLCogVideoX.from_pretrained(vae_folder)
-    untrained_base(vae, seed).save_pretrained(output)
+    with atomic_folder(Path(output)) as staging:
+        untrained_base(vae, seed).save_pretrained(staging)
     return Path(output)

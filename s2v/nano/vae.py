@@ -23,6 +23,7 @@ from diffusers import AutoencoderKLCogVideoX
 from PIL import Image
 
 from s2v.errors import S2VError
+from s2v.video import atomic_folder
 
 from .analyze import analyze_clip
 from .world import MOTIONS, SCENES, Identity, render_clip
@@ -118,8 +119,10 @@ def train_vae(world: str | Path, output: str | Path, config: VAETrainConfig | No
             print(json.dumps(log[-1]), flush=True)
     vae.eval()
     vae.register_to_config(scaling_factor=latent_scaling(vae, clips))
-    vae.save_pretrained(output)
-    (output / "train_log.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(output) as staging:
+        vae.save_pretrained(staging)
+        (staging / "train_log.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
     return output
 
 

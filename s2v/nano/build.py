@@ -1,0 +1,220 @@
+"""`python -m s2v.nano build`: the whole nano chain from nothing, with fixed seeds.
+
+world -> VAE -> untrained base folder -> base text-to-video (`python -m train`) -> nano S2V
+and its ablations (`python -m train`, one override each, the same budget) -> eval-nano on
+each -> the shipped files. Every stage writes its output once and is skipped when that output
+exists, so an interrupted build continues where it stopped. Stage times go to build_log.json.
+Run it from the repository root: the training stages are `python -m train` there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from s2v.errors import S2VError
+from s2v.video import atomic_folder
+
+from .base import write_untrained_base
+from .evaluate import CONDITIONS, EvalSettings, evaluate
+from .vae import VAETrainConfig, train_vae
+from .world import write_world
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_CONFIG = REPO / "train" / "configs" / "nano_base.yaml"
+S2V_CONFIG = REPO / "train" / "configs" / "nano_s2v.yaml"
+SHIPPED = REPO / "assets" / "nano"
+
+ABLATIONS = {
+    "switched": [],
+    "image-only": ["tasks.mode=image-only"],
+    "two-stage": ["tasks.mode=two-stage"],
+    "switched-p0.4": ["tasks.motion_probability=0.4"],
+    "no-dropout": ["tasks.drop_probability=0.0"],
+    "first-frame": ["tasks.reference_frame=first"],
+}
+"""METHOD §5's ablations, each `nano_s2v.yaml` plus these overrides; "switched" (p = 0.2) is the method."""
+
+
+@dataclass
+class BuildPlan:
+    """How big each stage is; `full()` is the shipped model's plan, `smoke()` runs every code path in seconds."""
+
+    seed: int = 0
+    world: dict = field(default_factory=dict)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    base_steps: int = 3000
+    s2v_steps: int = 1500
+    batch_overrides: list[str] = field(default_factory=list)
+    ablations: tuple[str, ...] = tuple(ABLATIONS)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    @classmethod
+    def full(cls) -> BuildPlan:
+        return cls()
+
+    @classmethod
+    def smoke(cls) -> BuildPlan:
+        return cls(
+            world=dict(base_clips=12, pairs=8, motion_clips=8, eval_per_subject=1),
+            vae=VAETrainConfig(steps=2, clip_batch=2, image_batch=2, warmup_steps=1, log_every=1),
+            base_steps=2,
+            s2v_steps=2,
+            batch_overrides=["tasks.video_batch_size=2", "tasks.image_batch_size=2"],
+            ablations=("switched", "image-only"),
+            eval=EvalSettings(limit=2, steps=2, batch_size=2),
+        )
+
+
+def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
+    """Run every stage not yet done into `folder`; returns the scores of every run."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "build_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {"plan": _plan_json(plan), "stages": {}}
+    if log["plan"] != _plan_json(plan):
+        raise S2VError(f"{root} was built with another plan; build into a new folder (or delete {root}).")
+
+    def stage(name: str, done: Path, work: Callable[[], object]) -> None:
+        """Run `work` unless `done` (a file or folder it writes last, or atomically) exists."""
+        if done.exists():
+            return
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        work()
+        log["stages"][name] = round(time.perf_counter() - started, 1)
+        log_path.write_text(json.dumps(log, indent=1))
+
+    world = root / "world"
+    stage("world", world, lambda: write_world(world, seed=plan.seed, **plan.world))
+    stage("vae", root / "vae", lambda: train_vae(world, root / "vae", plan.vae))
+    stage(
+        "base-untrained", root / "base-untrained", lambda: write_untrained_base(root / "vae", root / "base-untrained")
+    )
+    base_paths = _base_overrides(root, plan)
+    stage("base-cache", root / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, base_paths, prepare=True))
+    stage("base-train", root / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, base_paths))
+    stage("base", root / "base", lambda: _assemble_base(root))
+    s2v_cache = root / "cache" / "s2v" / "index.json"
+    stage("s2v-cache", s2v_cache, lambda: _train(S2V_CONFIG, _s2v_overrides(root, plan), prepare=True))
+    for name in plan.ablations:
+        run = root / "runs" / name
+        overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}"] + ABLATIONS[name]
+        stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
+    results = root / "results"
+    for name in plan.ablations:
+        conditions = CONDITIONS if name == "switched" else ("reference",)
+        out = results / f"{name}.json"
+        stage(f"eval {name}", out, lambda name=name, c=conditions, out=out: _evaluate(root, name, plan, c, out))
+    scores = {name: json.loads((results / f"{name}.json").read_text()) for name in plan.ablations}
+    (results / "table.md").write_text(ablation_table(scores, log["stages"]))
+    if ship:
+        ship_model(root)
+    return scores
+
+
+def _base_overrides(root: Path, plan: BuildPlan) -> list[str]:
+    world = root / "world"
+    return [
+        f"model.model={root / 'base-untrained'}",
+        f"data.videos={world / 'base'}",
+        f"data.video_captions={world / 'base' / 'captions.jsonl'}",
+        f"data.cache={root / 'cache' / 'base'}",
+        f"run.output_dir={root / 'base-train'}",
+        f"run.seed={plan.seed}",
+        f"optim.max_steps={plan.base_steps}",
+        *[o for o in plan.batch_overrides if o.startswith("tasks.video")],
+    ]
+
+
+def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
+    world = root / "world"
+    return [
+        f"model.model={root / 'base'}",
+        f"data.pairs={world / 'pairs' / 'pairs.jsonl'}",
+        f"data.videos={world / 'motion'}",
+        f"data.video_captions={world / 'motion' / 'captions.jsonl'}",
+        f"data.cache={root / 'cache' / 's2v'}",
+        f"run.output_dir={root / 'runs' / 'switched'}",
+        f"run.seed={plan.seed}",
+        f"optim.max_steps={plan.s2v_steps}",
+        *plan.batch_overrides,
+    ]
+
+
+def _train(config: Path, overrides: list[str], prepare: bool = False) -> None:
+    """`python -m train [prepare]` in a process of its own, as anyone would run it."""
+    command = [sys.executable, "-m", "train", *(["prepare"] if prepare else []), "--config", str(config), *overrides]
+    print("$ " + " ".join(command), flush=True)
+    if subprocess.run(command, cwd=REPO).returncode != 0:
+        raise S2VError(f"`{' '.join(command)}` failed; see its output above.")
+
+
+def _assemble_base(root: Path) -> None:
+    """The untrained folder with the trained transformer: the nano stand-in for THUDM/CogVideoX-5b."""
+    with atomic_folder(root / "base") as staging:
+        shutil.copytree(root / "base-untrained", staging, dirs_exist_ok=True)
+        shutil.rmtree(staging / "transformer")
+        shutil.copytree(root / "base-train" / "transformer", staging / "transformer")
+
+
+def _evaluate(root: Path, name: str, plan: BuildPlan, conditions: tuple[str, ...], out: Path) -> None:
+    from s2v.loading import LoadSettings, load_pipeline
+
+    torch.manual_seed(plan.seed)
+    pipe = load_pipeline(LoadSettings(preset="nano", model=str(root / "base"), lora=str(root / "runs" / name / "lora")))
+    pipe.set_progress_bar_config(disable=True)
+    settings = EvalSettings(**{**asdict(plan.eval), "seed": plan.seed, "conditions": conditions})
+    report = evaluate(pipe, settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.to_json())
+    print(report.table(), flush=True)
+
+
+def ablation_table(scores: dict[str, dict], stages: dict[str, float]) -> str:
+    """Markdown: each run with its reference, then the method's two baselines."""
+    header = (
+        "| run | identity | shape | colour | pattern | motion | dynamic | scene | smooth | copy | train min |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for name, report in scores.items():
+        for condition, s in report["scores"].items():
+            label = {"reference": name, "shuffled": f"{name}, shuffled reference", "none": f"{name}, no reference"}[
+                condition
+            ]
+            minutes = stages.get(f"s2v {name}")
+            a = s["attributes"]
+            rows.append(
+                f"| {label} | {s['identity']:.1f} | {a['shape']:.1f} | {a['colour']:.1f} | {a['pattern']:.1f} | "
+                f"{s['motion']:.1f} | {s['dynamic']:.1f} | {s['scene']:.1f} | {s['smoothness']:.3f} | "
+                f"{s['copy']:.1f} | {'' if minutes is None or condition != 'reference' else f'{minutes / 60:.1f}'} |"
+            )
+    return header + "\n".join(rows) + "\n"
+
+
+def ship_model(root: Path, destination: Path = SHIPPED) -> None:
+    """The base folder (weights in fp16) and the switched LoRA into assets/nano, replacing what is there."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+
+    shutil.rmtree(destination, ignore_errors=True)
+    with atomic_folder(destination) as staging:
+        shutil.copytree(root / "base", staging / "base", ignore=shutil.ignore_patterns("train_log.json"))
+        for kind, sub in ((CogVideoXTransformer3DModel, "transformer"), (AutoencoderKLCogVideoX, "vae")):
+            shutil.rmtree(staging / "base" / sub)
+            kind.from_pretrained(root / "base" / sub).to(torch.float16).save_pretrained(staging / "base" / sub)
+        shutil.copytree(root / "runs" / "switched" / "lora", staging / "lora")
+        shutil.copy(root / "results" / "table.md", staging / "results.md")
+        shutil.copy(root / "build_log.json", staging / "build_log.json")
+
+
+def _plan_json(plan: BuildPlan) -> dict:
+    return json.loads(json.dumps(asdict(plan)))

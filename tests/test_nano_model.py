@@ -1,0 +1,158 @@
+"""Tests for s2v-nano's model side: the vocabulary, the VAE trainer, eval-nano's scoring, the whole
+build chain shrunk to a few steps (so no stage's code rots), and the shipped model's scores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from s2v.__main__ import main as cli
+from s2v.nano.analyze import analyze_clip
+from s2v.nano.base import TEXT_LENGTH, nano_tokenizer
+from s2v.nano.build import ABLATIONS, BuildPlan, build
+from s2v.nano.evaluate import CONDITIONS, score
+from s2v.nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
+from s2v.nano.world import (
+    MOTIONS,
+    SCENES,
+    Identity,
+    clip_caption,
+    eval_items,
+    render_clip,
+    render_subject,
+    scene_caption,
+    split_identities,
+    subject_caption,
+    write_world,
+)
+
+SMALL_WORLD = dict(base_clips=8, pairs=6, motion_clips=6, eval_per_subject=1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The smoke build: every stage of `python -m s2v.nano build` at toy sizes, once for the module."""
+    folder = tmp_path_factory.mktemp("nano") / "build"
+    scores = build(folder, BuildPlan.smoke())
+    return folder, scores
+
+
+def test_every_world_caption_is_in_the_vocabulary_and_fits(tmp_path):
+    tokenizer = nano_tokenizer()
+    identities, _ = split_identities(0)
+    captions = [
+        clip_caption(identity, scene, motion) for identity in identities[:12] for scene in SCENES for motion in MOTIONS
+    ]
+    captions += [subject_caption(None), scene_caption(identities[0], "night")]
+    captions += [item["prompt"] for item in eval_items(split_identities(0)[1])]
+    for caption in captions:
+        ids = tokenizer(caption).input_ids
+        assert tokenizer.unk_token_id not in ids, caption
+        assert len(ids) + 1 <= TEXT_LENGTH  # + <cls>
+    assert tokenizer("a dog").input_ids.count(tokenizer.unk_token_id) == 1
+
+
+def test_vae_training_writes_a_loadable_folder_with_a_measured_scaling_factor(tmp_path):
+    from diffusers import AutoencoderKLCogVideoX
+
+    world = write_world(tmp_path / "world", **SMALL_WORLD).root
+    config = VAETrainConfig(steps=2, clip_batch=2, image_batch=2, warmup_steps=1, log_every=1)
+    vae = AutoencoderKLCogVideoX.from_pretrained(train_vae(world, tmp_path / "vae", config))
+    log = json.loads((tmp_path / "vae" / "train_log.json").read_text())
+    assert [entry["step"] for entry in log["log"]] == [1, 2]
+    assert vae.config.scaling_factor != 1.0 and np.isfinite(vae.config.scaling_factor)
+    ceiling = reconstruction_ceiling(vae, split_identities(0)[1][:2], clips_per_identity=1)
+    assert ceiling.original["identity"] == 100.0 and ceiling.original["motion"] == 100.0
+    assert 0 < ceiling.psnr < 40
+
+
+def _clips(items: list[dict]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [
+        render_clip(Identity.from_id(item["identity"]), item["scene"], item["motion"], 48, 48, rng=rng).frames
+        for item in items
+    ]
+
+
+def test_scores_of_ground_truth_videos_are_perfect_and_a_wrong_reference_scores_against_what_was_shown():
+    held = split_identities(0)[1]
+    items = eval_items(held[:4], per_subject=8)
+    videos = _clips(items)
+    analyses = [analyze_clip(video) for video in videos]
+    references = {identity.id: render_subject(identity, 48, 48) for identity in held}
+    truth = score(items, [item["identity"] for item in items], analyses, videos, references)
+    assert truth.identity == truth.identity_of_item == truth.motion == truth.scene == 100.0
+    assert truth.dynamic == 87.5  # "stays still" is 1 of 8 motions
+    assert truth.copy == 0.0
+    wrong = [held[(held.index(Identity.from_id(item["identity"])) + 12) % len(held)].id for item in items]
+    shuffled = score(items, wrong, analyses, videos, references)
+    assert shuffled.identity == 0.0 and shuffled.identity_of_item == 100.0
+
+
+def test_a_video_that_repeats_its_reference_counts_as_a_copy():
+    held = split_identities(0)[1]
+    items = eval_items(held[:1], per_subject=2)
+    reference = render_subject(held[0], 48, 48)
+    videos = [np.repeat(np.asarray(reference)[None], 9, axis=0)] * 2
+    result = score(items, [held[0].id] * 2, [analyze_clip(v) for v in videos], videos, {held[0].id: reference})
+    assert result.copy == 100.0 and result.dynamic == 0.0
+
+
+def test_smoke_build_runs_every_stage_and_scores_every_run(built):
+    folder, scores = built
+    log = json.loads((folder / "build_log.json").read_text())
+    plan = BuildPlan.smoke()
+    expected = {"world", "vae", "base-untrained", "base-cache", "base-train", "base", "s2v-cache"}
+    expected |= {f"s2v {name}" for name in plan.ablations} | {f"eval {name}" for name in plan.ablations}
+    assert set(log["stages"]) == expected
+    assert set(scores) == set(plan.ablations) and set(plan.ablations) <= set(ABLATIONS)
+    assert set(scores["switched"]["scores"]) == set(CONDITIONS)
+    assert set(scores["image-only"]["scores"]) == {"reference"}
+    table = (folder / "results" / "table.md").read_text()
+    assert "| switched |" in table and "| switched, no reference |" in table and "| image-only |" in table
+    task_log = json.loads((folder / "runs" / "image-only" / "task_log.json").read_text())
+    assert set(task_log) == {"identity"}
+
+
+def test_an_interrupted_build_continues_without_redoing_finished_stages(built):
+    folder, _ = built
+    before = (folder / "build_log.json").read_text()
+    lora = folder / "runs" / "switched" / "lora" / "pytorch_lora_weights.safetensors"
+    stamp = lora.stat().st_mtime_ns
+    (folder / "results" / "image-only.json").unlink()
+    build(folder, BuildPlan.smoke())
+    assert lora.stat().st_mtime_ns == stamp
+    assert json.loads((folder / "build_log.json").read_text())["stages"].keys() == json.loads(before)["stages"].keys()
+    assert (folder / "results" / "image-only.json").is_file()
+
+
+def test_a_build_folder_refuses_another_plan(built):
+    from s2v.errors import S2VError
+
+    folder, _ = built
+    with pytest.raises(S2VError, match="another plan"):
+        build(folder, BuildPlan.full())
+
+
+def test_eval_nano_command_refuses_bad_options_before_loading(capsys):
+    assert cli(["eval-nano", "--conditions", "reference,sideways"]) == 2
+    assert "--conditions" in capsys.readouterr().err
+    assert cli(["eval-nano", "--out", "scores.txt"]) == 2
+    assert ".json" in capsys.readouterr().err
+    assert cli(["eval-nano", "--limit", "0"]) == 2
+
+
+def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_line(built, tmp_path, capsys):
+    folder, _ = built
+    subject = folder / "world" / "eval" / "refs"
+    reference = next(subject.glob("*.png"))
+    out = tmp_path / "nano.mp4"
+    code = cli(
+        ["generate", "--model", str(folder / "base"), "--lora", str(folder / "runs" / "switched" / "lora"),
+         "--subject", str(reference), "--prompt", "it moves left on grass", "--height", "48", "--width", "48",
+         "--steps", "2", "--seed", "1", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0 and out.stat().st_size > 0
