@@ -433,3 +433,53 @@ def test_validation_videos_are_written_and_logged_to_tensorboard(tmp_path):
     events = EventAccumulator(str(next((Path(config.run.output_dir) / "logs").rglob("events*"))))
     events.Reload()
     assert "validation/00" in events.Tags()["images"] and "loss" in events.Tags()["scalars"]
+
+
+def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_frames(tmp_path):
+    """The nano base's recipe: every step a video with its reference dropped, the whole transformer trained."""
+    from safetensors import safe_open
+
+    from train.cache import open_cache, prepare
+
+    config = tiny_config(
+        tmp_path,
+        "data.pairs=null",
+        f"data.cache={tmp_path / 'cache'}",
+        "tasks.mode=joint-t2v",
+        "tasks.motion_probability=1.0",
+        "tasks.caption_dropout=0.5",
+        "optim.lr_schedule=cosine",
+        "model.lora_rank=0",
+        "optim.max_steps=2",
+    )
+    assert not config.uses_pairs
+    prepare(config)
+    pairs, videos = open_cache(config)
+    assert pairs is None and videos[0].frames is None
+    with safe_open(str(videos.files[0]), framework="pt") as handle:
+        assert "frames_mean" not in handle.keys()
+    final = train(config)
+    assert (final / "diffusion_pytorch_model.safetensors").is_file()
+    assert [entry["task"] for entry in read_log(config)] == ["motion", "motion"]
+    assert read_log(config)[-1]["lr"] == 0.0  # cosine ends at zero
+
+
+def test_dropped_captions_become_the_empty_prompt_and_the_rest_stay(pipe, synthetic):
+    from train.tasks import drop_captions, encode_text
+
+    batch = identity_batch(pipe, [synthetic[0][i] for i in range(8)], torch.Generator().manual_seed(0))
+    empty = encode_text(pipe, [""])[0]
+    dropped = drop_captions(batch, empty, 0.5, np.random.default_rng(0))
+    gone = [prompt == "" for prompt in dropped.prompts]
+    assert 0 < sum(gone) < 8
+    for index, is_gone in enumerate(gone):
+        expected = empty if is_gone else batch.prompt_embeds[index]
+        torch.testing.assert_close(dropped.prompt_embeds[index], expected)
+    assert drop_captions(batch, empty, 0.0, np.random.default_rng(0)) is batch
+
+
+def test_lr_schedule_must_be_known(tmp_path):
+    from s2v.errors import S2VError
+
+    with pytest.raises(S2VError, match="lr_schedule"):
+        tiny_config(tmp_path, "optim.lr_schedule=linear-ish")

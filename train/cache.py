@@ -14,6 +14,9 @@ Layout: `<cache>/index.json`, `<cache>/pairs/0000000.safetensors`,
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,16 @@ from s2v.text import strip_reference_token, with_reference_token
 
 from .config import TrainConfig
 from .data import UnreadableSample, open_datasets
-from .tasks import IDENTITY, MOTION, Batch, encode_text, keep_mask, reference_frame, video_distribution
+from .tasks import (
+    IDENTITY,
+    MOTION,
+    Batch,
+    drop_probability,
+    encode_text,
+    keep_mask,
+    reference_frame,
+    video_distribution,
+)
 
 FORMAT = 1
 INDEX = "index.json"
@@ -48,8 +60,9 @@ class CachedPair:
 class CachedClip:
     video: Posterior
     """[C, T', h, w] mean and log-variance of the whole clip."""
-    frames: Posterior
-    """[T, C, 1, h, w]: every frame as a one-frame clip, the candidate references."""
+    frames: Posterior | None
+    """[T, C, 1, h, w]: every frame as a one-frame clip, the candidate references; None when the run
+    drops every reference (q = 1, a text-to-video base), which needs none."""
     prompt_embeds: torch.Tensor
     prompt: str
 
@@ -64,13 +77,16 @@ def prepare(config: TrainConfig) -> Path:
     pipe = load_base_pipeline(config.model.preset, config.model.model, dtype).to(device)
     pairs, videos = open_datasets(config)
     skipped: list[str] = []
+    frames = _needs_frames(config)
     with torch.no_grad():
-        pair_count = 0
+        pair_count = clip_count = 0
         if pairs is not None:
-            pair_count = _encode_all(len(pairs) // 2, cache / "pairs", lambda i: _pair_tensors(pipe, pairs, i), skipped)
-        clip_count = 0
+            read_pair = lambda i: (pairs[2 * i], pairs[2 * i + 1])  # noqa: E731
+            encode_pair = lambda both: _pair_tensors(pipe, *both)  # noqa: E731
+            pair_count = _encode_all(len(pairs) // 2, cache / "pairs", read_pair, encode_pair, skipped)
         if videos is not None:
-            clip_count = _encode_all(len(videos), cache / "videos", lambda i: _clip_tensors(pipe, videos[i]), skipped)
+            encode_clip = lambda clip: _clip_tensors(pipe, clip, frames)  # noqa: E731
+            clip_count = _encode_all(len(videos), cache / "videos", videos.__getitem__, encode_clip, skipped)
     index = {
         "format": FORMAT,
         "fingerprint": _fingerprint(config),
@@ -131,7 +147,7 @@ class CachedVideos:
     def __getitem__(self, index: int) -> CachedClip:
         tensors, (caption,) = _read(self.files[index])
         video = (tensors["video_mean"], tensors["video_logvar"])
-        frames = (tensors["frames_mean"], tensors["frames_logvar"])
+        frames = (tensors["frames_mean"], tensors["frames_logvar"]) if "frames_mean" in tensors else None
         return CachedClip(video, frames, tensors["prompt"], caption)
 
 
@@ -154,13 +170,23 @@ def cached_identity_batch(items: list[CachedPair], scaling: float, generator, de
 
 
 def cached_motion_batch(items: list[CachedClip], config, rng: np.random.Generator, generator, scaling, device) -> Batch:
-    """The motion micro-batch from cached encodings; the same draws as `tasks.motion_batch`."""
-    indices = [reference_frame(item.frames[0].shape[0], config.reference_frame, rng) for item in items]
+    """The motion micro-batch from cached encodings; the same draws as `tasks.motion_batch`.
+
+    A cache prepared without reference frames (q = 1) gives zero references, all dropped.
+    """
+    without_frames = any(item.frames is None for item in items)
+    indices = [
+        None if without_frames else reference_frame(item.frames[0].shape[0], config.reference_frame, rng)
+        for item in items
+    ]
     keep = keep_mask(len(items), config, rng)
     latents = torch.stack([sample(item.video, generator) for item in items]).permute(0, 2, 1, 3, 4)
-    references = torch.stack(
-        [sample((item.frames[0][i], item.frames[1][i]), generator) for item, i in zip(items, indices, strict=True)]
-    ).permute(0, 2, 1, 3, 4)
+    if without_frames:
+        references = torch.zeros_like(latents[:, :1])
+    else:
+        pairs = zip(items, indices, strict=True)
+        references = torch.stack([sample((item.frames[0][i], item.frames[1][i]), generator) for item, i in pairs])
+        references = references.permute(0, 2, 1, 3, 4)
     embeds = torch.stack([item.prompt_embeds for item in items])
     prompts = [item.prompt for item in items]
     return Batch(
@@ -181,13 +207,16 @@ def sample(posterior: Posterior, generator: torch.Generator) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise
 
 
-def _encode_all(count: int, folder: Path, tensors_of, skipped: list[str]) -> int:
-    """Write one file per item (atomically); returns how many were written."""
+def _encode_all(count: int, folder: Path, read, encode, skipped: list[str]) -> int:
+    """Write one file per item (atomically); returns how many were written.
+
+    `read(index)` (decoding files) runs a few items ahead on a worker thread, overlapping `encode`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
-    for index in tqdm(range(count), desc=f"prepare {folder.name}"):
+    for future in tqdm(_read_ahead(read, count), total=count, desc=f"prepare {folder.name}"):
         try:
-            tensors, captions = tensors_of(index)
+            tensors, captions = encode(future.result())
         except UnreadableSample as error:
             skipped.append(str(error))
             continue
@@ -202,8 +231,22 @@ def _encode_all(count: int, folder: Path, tensors_of, skipped: list[str]) -> int
     return written
 
 
-def _pair_tensors(pipe, pairs, index: int) -> tuple[dict[str, torch.Tensor], list[str]]:
-    forward, backward = pairs[2 * index], pairs[2 * index + 1]
+def _read_ahead(read, count: int, ahead: int = 4) -> Iterator[Future]:
+    """Futures of read(0), ..., read(count - 1), in order, with at most `ahead` in flight."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = deque(pool.submit(read, index) for index in range(min(ahead, count)))
+        for index in range(count):
+            if index + ahead < count:
+                pending.append(pool.submit(read, index + ahead))
+            yield pending.popleft()
+
+
+def _needs_frames(config: TrainConfig) -> bool:
+    """Whether any step can keep a motion clip's reference, so every frame's encoding must be cached."""
+    return drop_probability(config.tasks) < 1
+
+
+def _pair_tensors(pipe, forward, backward) -> tuple[dict[str, torch.Tensor], list[str]]:
     first = pipe.reference_distribution(forward.reference)
     second = pipe.reference_distribution(forward.target)
     prompts = [with_reference_token(backward.caption), with_reference_token(forward.caption)]
@@ -219,17 +262,12 @@ def _pair_tensors(pipe, pairs, index: int) -> tuple[dict[str, torch.Tensor], lis
     return tensors, prompts
 
 
-def _clip_tensors(pipe, clip) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _clip_tensors(pipe, clip, with_frames: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     video = video_distribution(pipe, clip.frames)
-    means, logvars = frame_distributions(pipe, clip.frames)
     prompt = strip_reference_token(clip.caption)
-    tensors = {
-        "video_mean": video.mean[0],
-        "video_logvar": video.logvar[0],
-        "frames_mean": means,
-        "frames_logvar": logvars,
-        "prompt": encode_text(pipe, [prompt])[0],
-    }
+    tensors = {"video_mean": video.mean[0], "video_logvar": video.logvar[0], "prompt": encode_text(pipe, [prompt])[0]}
+    if with_frames:
+        tensors["frames_mean"], tensors["frames_logvar"] = frame_distributions(pipe, clip.frames)
     return tensors, [prompt]
 
 
@@ -265,4 +303,5 @@ def _fingerprint(config: TrainConfig) -> dict:
         "sources": [str(source) for source in sources],
         "size": [data.height, data.width, data.num_frames, data.fps],
         "model": model.model or model.preset,
+        "reference_frames": _needs_frames(config),
     }

@@ -49,7 +49,7 @@ TRANSFORMER_CONFIG = dict(
     use_rotary_positional_embeddings=True,
     use_learned_positional_embeddings=False,
 )
-"""48x48 frames are 12x12 latents: 36 tokens a latent frame, 108 for a 9-frame clip."""
+"""48x48 frames are 12x12 latents: 36 tokens a latent frame, 180 for a 9-frame clip (5 latent frames)."""
 
 
 def nano_tokenizer() -> T5Tokenizer:

@@ -51,7 +51,7 @@ class BuildPlan:
     seed: int = 0
     world: dict = field(default_factory=dict)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
-    base_steps: int = 3000
+    base_steps: int = 1800
     s2v_steps: int = 1500
     batch_overrides: list[str] = field(default_factory=list)
     ablations: tuple[str, ...] = tuple(ABLATIONS)
