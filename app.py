@@ -45,6 +45,20 @@ EXAMPLE_PROMPTS = {
     "rocket.jpg": "a rocket lifting off into a clear blue sky",
     "astronaut.png": "an astronaut floating through a space station",
 }
+NANO_EXAMPLE_PROMPTS = {
+    "nano/disc-red-checks-white.png": "it moves in a circle on grass",
+    "nano/triangle-cyan-checks-black.png": "it moves left in the sky",
+    "nano/square-blue-dots-black.png": "it comes closer on a wooden floor",
+    "nano/diamond-yellow-stripes-black.png": "it moves up at night",
+}
+"""Held-out subjects: the nano model never saw them in training."""
+NANO_TIPS = """**The nano world's words**
+- Motion: *moves left / right / up / down*, *moves in a circle*, *comes closer*, *moves away*, *stays still*.
+- Scene: *on grass*, *in the sky*, *on a wooden floor*, *at night*.
+- Start with "it": "it moves left on grass". The subject comes from the image; other words are unknown to it.
+- Subjects: a flat disc, square, triangle, diamond or bar in one colour, plain or with stripes, dots or checks,
+  on white. The examples below are subjects it never saw in training.
+"""
 PROMPT_TIPS = """**Prompt tips**
 - Say what the subject *does* and *where*: "a cat surfing a wave at sunset".
 - You don't need to describe the subject's looks — the photo does that.
@@ -88,7 +102,7 @@ def load_model(args: argparse.Namespace) -> Model:
         preset=preset.name, model=args.model, lora=args.lora, offload=args.offload, quantize=args.quantize
     )
     label = f"{args.model or preset.model or preset.name}" + (f" + LoRA {args.lora}" if args.lora else "")
-    if preset.wiring_check and not args.model:
+    if (preset.wiring_check or preset.lora) and not args.model and not args.lora:
         label = f"{preset.name}: {preset.description}"
     if preset.needs_lora and not args.lora:
         reason = f"Without the method's LoRA, {preset.model} ignores your subject, so generation is off. "
@@ -216,6 +230,12 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
             "Upload a photo of a subject (a toy, a pet, a product), say what it should do, and get a short "
             "video of *that* subject doing it. Method: [arXiv 2504.17816](https://arxiv.org/abs/2504.17816)."
         )
+        if preset.name == "nano":
+            gr.Markdown(
+                "> **s2v-nano.** This machine has no CUDA GPU, so the page serves s2v-nano: the same method and code, "
+                "trained on this project's miniature world of toy subjects on a CPU (48x48 pixels, 9 frames). "
+                "It draws the subject you upload when it is one of that world's shapes; see the words it knows below."
+            )
         if preset.wiring_check:
             gr.Markdown(
                 f"> **Wiring demo.** This machine has no CUDA GPU, so the page runs the *{preset.name}* preset: "
@@ -232,7 +252,10 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                     seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
                 remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
                 prompt = gr.Textbox(
-                    label="Prompt", placeholder="a cat surfing a wave at sunset", lines=2, elem_id="prompt"
+                    label="Prompt",
+                    placeholder="it moves left on grass" if preset.name == "nano" else "a cat surfing a wave at sunset",
+                    lines=2,
+                    elem_id="prompt",
                 )
                 with gr.Row():
                     run = gr.Button(
@@ -261,9 +284,10 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                     label="Video", autoplay=True, loop=True, buttons=["download"], interactive=False, elem_id="video"
                 )
                 settings_shown = gr.Markdown(elem_id="run-settings")
-                gr.Markdown(PROMPT_TIPS)
+                gr.Markdown(NANO_TIPS if preset.name == "nano" else PROMPT_TIPS)
+        examples = NANO_EXAMPLE_PROMPTS if preset.name == "nano" else EXAMPLE_PROMPTS
         gr.Examples(
-            examples=[[str(EXAMPLES / name), text] for name, text in EXAMPLE_PROMPTS.items()],
+            examples=[[str(EXAMPLES / name), text] for name, text in examples.items()],
             inputs=[subject, prompt],
             label="Examples",
         )
@@ -332,7 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preset",
         choices=sorted(PRESETS),
         default=env("S2V_PRESET"),
-        help="model preset (default: cogvideox-5b with CUDA, tiny without; env S2V_PRESET)",
+        help="model preset (default: cogvideox-5b with CUDA, nano without; env S2V_PRESET)",
     )
     parser.add_argument("--model", default=env("S2V_MODEL"), help="base model hub id or folder (env S2V_MODEL)")
     parser.add_argument("--lora", default=env("S2V_LORA"), help="the method's LoRA: file, folder or hub id")

@@ -20,6 +20,10 @@ EXIT_USER_ERROR = 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "preset", "") is None:
+        from .loading import default_preset_name
+
+        args.preset = default_preset_name()
     with warnings.catch_warnings():
         warnings.simplefilter("always", S2VWarning)
         warnings.showwarning = _show_warning
@@ -191,12 +195,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:
     from .loading import DTYPES, OFFLOAD_MODES, QUANTIZE_MODES
 
     group = parser.add_argument_group("model and memory")
     group.add_argument(
-        "--preset", choices=sorted(PRESETS), default=default_preset, help=f"model preset (default: {default_preset})"
+        "--preset",
+        choices=sorted(PRESETS),
+        default=default_preset,
+        help=f"model preset (default: {default_preset or 'cogvideox-5b with CUDA, nano without'})",
     )
     group.add_argument("--model", help="base model: hub id or local folder (overrides the preset's)")
     group.add_argument("--lora", help="the method's LoRA: .safetensors file, folder or hub repo id")

@@ -13,7 +13,7 @@ from test_lora import write_authors_file
 from s2v.__main__ import main
 from s2v.tiny import SCHEDULER_CONFIG, tiny_components
 
-SMALL_FLAGS = ["--height", "32", "--width", "48", "--frames", "9", "--steps", "2"]
+SMALL_FLAGS = ["--preset", "tiny", "--height", "32", "--width", "48", "--frames", "9", "--steps", "2"]
 
 
 @pytest.fixture
@@ -146,8 +146,21 @@ def test_an_unreachable_hub_model_names_the_cache_and_the_local_folder_option(tm
 def test_a_bad_subject_file_is_one_clear_line(tmp_path, capsys):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    code, _, stderr = run(capsys, "generate", "--subject", empty, "--prompt", "a cat")
+    code, _, stderr = run(capsys, "generate", "--preset", "tiny", "--subject", empty, "--prompt", "a cat")
     assert "empty" in one_line_error(code, stderr)
+
+
+def test_without_cuda_the_default_is_nano_when_its_files_are_there_else_tiny(tmp_path, monkeypatch):
+    import s2v.loading
+
+    monkeypatch.setattr(s2v.loading.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(s2v.loading, "NANO_FOLDER", tmp_path)
+    assert s2v.loading.default_preset_name() == "tiny"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model_index.json").write_text("{}")
+    assert s2v.loading.default_preset_name() == "nano"
+    monkeypatch.setattr(s2v.loading.torch.cuda, "is_available", lambda: True)
+    assert s2v.loading.default_preset_name() == "cogvideox-5b"
 
 
 def test_info_names_device_versions_memory_mode_and_weight_locations(capsys):

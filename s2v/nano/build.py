@@ -1,9 +1,10 @@
 """`python -m s2v.nano build`: the whole nano chain from nothing, with fixed seeds.
 
 world -> VAE -> untrained base folder -> base text-to-video (`python -m train`) -> nano S2V
-and its ablations (`python -m train`, one override each, the same budget) -> eval-nano on
-each -> the shipped files. Every stage writes its output once and is skipped when that output
-exists, so an interrupted build continues where it stopped. Stage times go to build_log.json.
+and its ablations (`python -m train`, one override each, the same budget), each scored by
+eval-nano as soon as it is trained -> the shipped files. Every stage writes its output once and
+is skipped when that output exists, and training stages resume their last checkpoint, so an
+interrupted build continues where it stopped. Stage times go to build_log.json.
 Run it from the repository root: the training stages are `python -m train` there.
 """
 
@@ -105,14 +106,12 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
     stage("base", root / "base", lambda: _assemble_base(root))
     s2v_cache = root / "cache" / "s2v" / "index.json"
     stage("s2v-cache", s2v_cache, lambda: _train(S2V_CONFIG, _s2v_overrides(root, plan), prepare=True))
-    for name in plan.ablations:
-        run = root / "runs" / name
-        overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}"] + ABLATIONS[name]
-        stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
     results = root / "results"
     for name in plan.ablations:
+        run, out = root / "runs" / name, results / f"{name}.json"
+        overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}"] + ABLATIONS[name]
         conditions = CONDITIONS if name == "switched" else ("reference",)
-        out = results / f"{name}.json"
+        stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
         stage(f"eval {name}", out, lambda name=name, c=conditions, out=out: _evaluate(root, name, plan, c, out))
     scores = {name: json.loads((results / f"{name}.json").read_text()) for name in plan.ablations}
     (results / "table.md").write_text(ablation_table(scores, log["stages"]))
@@ -151,8 +150,9 @@ def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
 
 
 def _train(config: Path, overrides: list[str], prepare: bool = False) -> None:
-    """`python -m train [prepare]` in a process of its own, as anyone would run it."""
-    command = [sys.executable, "-m", "train", *(["prepare"] if prepare else []), "--config", str(config), *overrides]
+    """`python -m train [prepare]` in a process of its own, as anyone would run it; training resumes a checkpoint."""
+    mode = ["prepare"] if prepare else ["--resume", "latest"]
+    command = [sys.executable, "-m", "train", *mode, "--config", str(config), *overrides]
     print("$ " + " ".join(command), flush=True)
     if subprocess.run(command, cwd=REPO).returncode != 0:
         raise S2VError(f"`{' '.join(command)}` failed; see its output above.")
