@@ -105,7 +105,7 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     folder, scores = built
     log = json.loads((folder / "build_log.json").read_text())
     plan = BuildPlan.smoke()
-    expected = {"world", "vae", "base-untrained", "base-cache", "base-train", "base", "s2v-cache"}
+    expected = {"world", "vae", "vae ceiling", "base-untrained", "base-cache", "base-train", "base", "s2v-cache"}
     expected |= {f"s2v {name}" for name in plan.ablations} | {f"eval {name}" for name in plan.ablations}
     assert set(log["stages"]) == expected
     assert set(scores) == set(plan.ablations) and set(plan.ablations) <= set(ABLATIONS)
