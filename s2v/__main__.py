@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
     nano.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
     nano.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
-    nano.add_argument("--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none")
+    nano.add_argument("--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named")
     nano.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
     nano.add_argument("--out", type=Path, help="write the scores as JSON here")
     _add_model_options(nano, default_preset="nano")

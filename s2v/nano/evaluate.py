@@ -23,8 +23,9 @@ from s2v.errors import S2VError
 from .analyze import ClipAnalysis, analyze_clip
 from .world import Identity, eval_items, render_subject, split_identities
 
-CONDITIONS = ("reference", "shuffled", "none")
-"""The subject's own reference; another held-out subject's; none at all."""
+CONDITIONS = ("reference", "shuffled", "none", "named")
+"""The subject's own reference; another held-out subject's; none at all; none, but the prompt names the
+subject ("a red disc with white checks moves left on grass"): can text alone reach an unseen combination?"""
 ATTRIBUTES = ("shape", "colour", "pattern", "accent")
 CHANCE = {"shape": 20.0, "colour": 16.7, "pattern": 25.0, "motion": 12.5, "scene": 25.0}
 COPY_DIFFERENCE = 0.1
@@ -103,6 +104,7 @@ def evaluate(pipe, settings: EvalSettings | None = None, progress: bool = True) 
         "reference": [item["identity"] for item in items],
         "shuffled": [_shuffled(held, item["identity"]) for item in items],
         "none": [None] * len(items),
+        "named": [None] * len(items),
     }
     report = EvalReport(settings=asdict(settings))
     for condition in settings.conditions:
@@ -147,7 +149,7 @@ def _generate(pipe, items, references, settings: EvalSettings, progress: bool, c
     batches = range(0, len(items), settings.batch_size)
     for start in tqdm(batches, desc=f"eval-nano {condition}", disable=not progress):
         chunk = items[start : start + settings.batch_size]
-        prompts = [item["prompt"] for item in chunk]
+        prompts = [item["caption" if condition == "named" else "prompt"] for item in chunk]
         generator = torch.Generator().manual_seed(chunk[0]["seed"])
         common = dict(
             height=settings.size,
