@@ -208,9 +208,12 @@ def ablation_table(scores: dict[str, dict], stages: dict[str, float], ceiling: d
     ]
     for name, report in scores.items():
         for condition, s in report["scores"].items():
-            label = {"reference": name, "shuffled": f"{name}, shuffled reference", "none": f"{name}, no reference"}[
-                condition
-            ]
+            label = {
+                "reference": name,
+                "shuffled": f"{name}, shuffled reference",
+                "none": f"{name}, no reference",
+                "named": f"{name}, no reference, prompt names the subject",
+            }[condition]
             minutes = stages.get(f"s2v {name}")
             a = s["attributes"]
             rows.append(
