@@ -103,9 +103,8 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
     results = root / "results"
     ceiling = results / "vae_ceiling.json"
     stage("vae ceiling", ceiling, lambda: _vae_ceiling(root, plan, ceiling))
-    stage(
-        "base-untrained", root / "base-untrained", lambda: write_untrained_base(root / "vae", root / "base-untrained")
-    )
+    untrained = root / "base-untrained"
+    stage("base-untrained", untrained, lambda: write_untrained_base(root / "vae", untrained, plan.seed))
     base_paths = _base_overrides(root, plan)
     stage("base-cache", root / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, base_paths, prepare=True))
     stage("base-train", root / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, base_paths))
@@ -118,8 +117,9 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
         conditions = CONDITIONS if name == "switched" else ("reference",)
         stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
         stage(f"eval {name}", out, lambda name=name, c=conditions, out=out: _evaluate(root, name, plan, c, out))
-    scores = {name: json.loads((results / f"{name}.json").read_text()) for name in plan.ablations}
-    (results / "table.md").write_text(ablation_table(scores, log["stages"], json.loads(ceiling.read_text())))
+        finished = plan.ablations[: plan.ablations.index(name) + 1]
+        scores = {done: json.loads((results / f"{done}.json").read_text()) for done in finished}
+        (results / "table.md").write_text(ablation_table(scores, log["stages"], json.loads(ceiling.read_text())))
     if ship:
         ship_model(root)
     return scores
