@@ -120,6 +120,11 @@ def load_base_pipeline(
 ) -> S2VPipeline:
     """The base model with `<cls>` and the DPM scheduler, no LoRA, not yet on a device (training starts here)."""
     preset = _preset(preset) if isinstance(preset, str) else preset
+    if preset.name == "nano" and model is None and not (NANO_FOLDER / "base" / "model_index.json").is_file():
+        raise S2VError(
+            f"s2v-nano's weights are not in {NANO_FOLDER}. Build them (about two hours on a CPU) with "
+            "`python -m s2v.nano build --ship`, or pass --model and --lora."
+        )
     if preset.model is None and model is None:
         pipe = S2VPipeline(**tiny_components(tiny_seed))
         if dtype != torch.float32:

@@ -163,6 +163,14 @@ def test_without_cuda_the_default_is_nano_when_its_files_are_there_else_tiny(tmp
     assert s2v.loading.default_preset_name() == "cogvideox-5b"
 
 
+def test_the_nano_preset_without_its_weights_says_how_to_build_them(tmp_path, subject_file, capsys, monkeypatch):
+    import s2v.loading
+
+    monkeypatch.setattr(s2v.loading, "NANO_FOLDER", tmp_path / "missing")
+    code, _, stderr = run(capsys, "generate", "--preset", "nano", "--subject", subject_file, "--prompt", "it moves")
+    assert "python -m s2v.nano build --ship" in one_line_error(code, stderr)
+
+
 def test_info_names_device_versions_memory_mode_and_weight_locations(capsys):
     code, stdout, _ = run(capsys, "info")
     assert code == 0

@@ -156,24 +156,3 @@ def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_lin
          "--steps", "2", "--seed", "1", "--out", str(out)]
     )  # fmt: skip
     assert code == 0 and out.stat().st_size > 0
-
-
-SHIPPED_THRESHOLDS = dict(identity=IDENTITY_FLOOR, motion=MOTION_FLOOR, margin=MARGIN_FLOOR)
-
-
-def test_the_shipped_nano_model_transfers_held_out_identities_and_follows_motion():
-    """A regression check on `assets/nano`: 48 held-out items with their reference, and without one.
-
-    The floors sit below what the shipped model measured on these items (see the README's table) and
-    far above chance (identity needs all four attributes: about 0.2 x 0.17 x 0.25 x 0.5 = 0.4%).
-    """
-    from s2v import LoadSettings, load_pipeline
-    from s2v.nano.evaluate import EvalSettings, evaluate
-
-    pipe = load_pipeline(LoadSettings(preset="nano"))
-    pipe.set_progress_bar_config(disable=True)
-    report = evaluate(pipe, EvalSettings(limit=48, conditions=("reference", "none")), progress=False)
-    given, without = report.scores["reference"], report.scores["none"]
-    assert given.identity >= SHIPPED_THRESHOLDS["identity"], report.table()
-    assert given.motion >= SHIPPED_THRESHOLDS["motion"], report.table()
-    assert given.identity - without.identity >= SHIPPED_THRESHOLDS["margin"], report.table()
