@@ -147,7 +147,6 @@ def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
         f"data.videos={world / 'motion'}",
         f"data.video_captions={world / 'motion' / 'captions.jsonl'}",
         f"data.cache={root / 'cache' / 's2v'}",
-        f"run.output_dir={root / 'runs' / 'switched'}",
         f"run.seed={plan.seed}",
         f"optim.max_steps={plan.s2v_steps}",
         *plan.batch_overrides,
