@@ -52,7 +52,7 @@ class BuildPlan:
     seed: int = 0
     world: dict = field(default_factory=dict)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
-    base_steps: int = 4000
+    base_steps: int = 8000
     s2v_steps: int = 1500
     batch_overrides: list[str] = field(default_factory=list)
     ablations: tuple[str, ...] = tuple(ABLATIONS)
