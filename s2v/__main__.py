@@ -1,4 +1,4 @@
-"""`python -m s2v`: generate a video from a subject image and a prompt, print `info`, or `eval-nano`.
+"""`python -m s2v`: generate a video from a subject image and a prompt, `eval` a benchmark, `eval-nano`, or `info`.
 
 This file only turns flags into one `load_pipeline` and one pipeline call; user errors
 print one line and exit 2, never a traceback.
@@ -126,6 +126,45 @@ def eval_nano(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_benchmark(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .benchmark import MetricModels, Protocol, Scorers, read_items, run
+    from .loading import load_pipeline, resolve_device
+
+    items = read_items(args.subjects, args.prompts)
+    preset = PRESETS[args.preset]
+    protocol = Protocol(
+        model=args.model or preset.model or preset.name,
+        lora=args.lora or preset.lora,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        height=args.height or preset.height,
+        width=args.width or preset.width,
+        num_frames=args.frames or preset.num_frames,
+        fps=args.fps or preset.fps,
+    )
+    metrics = tuple(name.strip().replace("-", "_") for name in args.metrics.split(",") if name.strip())
+    names = MetricModels(
+        **{key: value for key, value in (("clip", args.clip_model), ("dino", args.dino_model)) if value}
+    )
+    scorers = Scorers.load(names, metrics, str(resolve_device(args.device)), args.raft_weights)
+
+    def pipeline():
+        pipe = load_pipeline(_load_settings(args))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    started = time.perf_counter()
+    run(
+        items, protocol, args.out, scorers, None if args.score_only else pipeline, lambda values: tqdm(values, "videos")
+    )
+    print((args.out / "table.md").read_text(), end="")
+    print(f"{len(items)} videos; tables and per-video scores in {args.out} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
 def _check_json_path(path: Path) -> None:
     """Refuse an output path that cannot be written before any video is generated."""
     if path.suffix != ".json":
@@ -188,6 +227,34 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
     nano.add_argument("--out", type=Path, help="write the scores as JSON here")
     _add_model_options(nano, default_preset="nano")
+
+    bench = commands.add_parser(
+        "eval",
+        help="the paper's metrics over subjects x prompts, beside its Table 1",
+        description="Generate (or reuse) a video per subject and prompt, score CLIP-T, CLIP-I, DINO-I, dynamic "
+        "degree and motion smoothness, and write per_video.csv and table.{md,csv,json} to --out. Resumable.",
+    )
+    bench.set_defaults(command=eval_benchmark)
+    bench.add_argument(
+        "--subjects", type=Path, required=True, help="folder of subject images (+ optional classes.json)"
+    )
+    bench.add_argument("--prompts", type=Path, required=True, help=".jsonl ({'prompt', optional 'subject'}) or .txt")
+    bench.add_argument("--out", type=Path, required=True, help="results folder (resumes what is already there)")
+    bench.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the paper's)")
+    bench.add_argument("--guidance", type=float, default=6.0, help="guidance scale (default 6, the paper's)")
+    bench.add_argument("--seed", type=int, default=42, help="seed of every video (default 42, the paper's)")
+    bench.add_argument("--frames", type=int, help="frames per video (preset default)")
+    bench.add_argument("--height", type=int, help="multiple of 16 (preset default)")
+    bench.add_argument("--width", type=int, help="multiple of 16 (preset default)")
+    bench.add_argument("--fps", type=int, help="frame rate of the written videos (preset default)")
+    bench.add_argument(
+        "--metrics", default="smoothness,dynamic,clip-t,clip-i,dino-i", help="which to compute (default: all five)"
+    )
+    bench.add_argument("--clip-model", help="CLIP for CLIP-T/CLIP-I (default openai/clip-vit-base-patch32)")
+    bench.add_argument("--dino-model", help="DINO for DINO-I (default facebook/dino-vits16)")
+    bench.add_argument("--raft-weights", help="local RAFT-large C_T_V1 state dict (default: torchvision's download)")
+    bench.add_argument("--score-only", action="store_true", help="score the videos already in --out; load no model")
+    _add_model_options(bench)
 
     show = commands.add_parser("info", help="device, versions, memory mode and where weights are looked for")
     show.set_defaults(command=info)

@@ -227,10 +227,11 @@ def _from_pretrained(model: str, dtype: torch.dtype, quantize: str) -> S2VPipeli
     except S2VError:
         raise
     except (OSError, ValueError, RuntimeError) as error:
-        raise S2VError(_missing_model_message(model, looks_local, error)) from None
+        raise S2VError(missing_model_message(model, looks_local, error)) from None
 
 
-def _missing_model_message(model: str, local: bool, error: Exception) -> str:
+def missing_model_message(model: str, local: bool, error: Exception, flag: str = "--model") -> str:
+    """What to do when a model is neither a loadable folder nor in reach on the Hub; `flag` takes a local copy."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
     reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
@@ -240,7 +241,7 @@ def _missing_model_message(model: str, local: bool, error: Exception) -> str:
         f"Could not load '{model}': it is not in the Hugging Face cache ({HF_HUB_CACHE}) and the Hub could "
         f"not provide it ({reason}). On a machine with internet it downloads on first use; otherwise "
         f"download it elsewhere (`hf download {model} --local-dir ./{model.split('/')[-1]}`) and pass "
-        f"--model ./{model.split('/')[-1]}."
+        f"{flag} ./{model.split('/')[-1]}."
     )
 
 

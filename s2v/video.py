@@ -1,4 +1,4 @@
-"""Writing generated frames: browser-playable mp4, GIF, or a folder of PNGs.
+"""Writing generated frames (browser-playable mp4, GIF, or a folder of PNGs) and reading an mp4 back.
 
 Every writer goes through a temporary name and an atomic rename, so a file at the
 target path is always complete (the app and eval runners rely on that).
@@ -46,6 +46,26 @@ def save_video(frames: Frames, path: str | os.PathLike, fps: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[kind](array, path, fps)
     return path
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Every frame of a video file as uint8 `[F, H, W, 3]`, and its frame rate."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+        frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
+    except (OSError, RuntimeError, StopIteration) as error:
+        raise S2VError(
+            f"{path} is not a readable video ({str(error).strip()[:200] or type(error).__name__})."
+        ) from None
+    fps = float(meta.get("fps") or 0)
+    if not frames or fps <= 0:
+        raise S2VError(f"{path} has no frames or no frame rate.")
+    return np.stack(frames), fps
 
 
 def frames_to_uint8(frames: Frames) -> np.ndarray:

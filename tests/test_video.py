@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from s2v.errors import S2VError
-from s2v.video import frames_to_uint8, save_video
+from s2v.video import frames_to_uint8, read_video, save_video
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -102,6 +102,21 @@ def test_mp4_keeps_frame_colours_in_order(tmp_path):
     for index, (frame, colour) in enumerate(zip(frames, colours, strict=True)):
         mean = frame.reshape(-1, 3).mean(axis=0)
         assert close_to(mean, colour, tolerance=12), f"frame {index} is {mean}, expected {colour}"
+
+
+def test_read_video_gives_back_every_frame_and_the_frame_rate(tmp_path):
+    colours = [RED, GREEN, BLUE]
+    frames, fps = read_video(save_video(solid_frames(*colours), tmp_path / "clip.mp4", fps=12))
+
+    assert fps == 12 and frames.shape == (3, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    assert close_to(frames[1].reshape(-1, 3).mean(axis=0), GREEN, tolerance=12)
+
+
+def test_read_video_of_a_broken_file_says_which_file(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(S2VError, match="broken.mp4"):
+        read_video(broken)
 
 
 def test_mp4_replaces_an_existing_file(tmp_path):
