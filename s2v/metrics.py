@@ -231,7 +231,8 @@ def raft_flow(device: str = "cpu", weights: str | Path | None = None) -> FlowFun
         raise S2VError(
             "dynamic degree and motion smoothness use torchvision's RAFT, and torchvision is not usable here "
             f"({_first_line(error)}). Install the torchvision built for your torch, e.g. "
-            "`pip install torchvision --index-url https://download.pytorch.org/whl/cpu` beside a CPU torch."
+            "`pip install torchvision --index-url https://download.pytorch.org/whl/cpu` beside a CPU torch, "
+            "or leave these two out with `--metrics clip-t,clip-i,dino-i`."
         ) from None
     try:
         if weights is None:
