@@ -127,39 +127,42 @@ def eval_nano(args: argparse.Namespace) -> int:
 
 
 def eval_benchmark(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from tqdm.auto import tqdm
 
     from .benchmark import MetricModels, Protocol, Scorers, read_items, run
-    from .loading import load_pipeline, resolve_device
+    from .loading import effective_lora, load_pipeline, resolve_device
+    from .metrics import CLIP_MODEL, DINO_MODEL
 
     items = read_items(args.subjects, args.prompts)
-    preset = PRESETS[args.preset]
+    preset, settings = PRESETS[args.preset], _load_settings(args)
     protocol = Protocol(
         model=args.model or preset.model or preset.name,
-        lora=args.lora or preset.lora,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
+        lora=effective_lora(settings),
         height=args.height or preset.height,
         width=args.width or preset.width,
         num_frames=args.frames or preset.num_frames,
         fps=args.fps or preset.fps,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        lora_alpha=args.lora_alpha,
+        lora_scale=args.lora_scale,
+        dtype=args.dtype,
+        quantize=args.quantize,
     )
     metrics = tuple(name.strip().replace("-", "_") for name in args.metrics.split(",") if name.strip())
-    names = MetricModels(
-        **{key: value for key, value in (("clip", args.clip_model), ("dino", args.dino_model)) if value}
-    )
-    scorers = Scorers.load(names, metrics, str(resolve_device(args.device)), args.raft_weights)
+    names = MetricModels(args.clip_model or CLIP_MODEL, args.dino_model or DINO_MODEL, args.raft_weights)
+    scorers = Scorers.load(names, metrics, str(resolve_device(args.device)))
 
     def pipeline():
-        pipe = load_pipeline(_load_settings(args))
+        pipe = load_pipeline(settings)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     started = time.perf_counter()
-    run(
-        items, protocol, args.out, scorers, None if args.score_only else pipeline, lambda values: tqdm(values, "videos")
-    )
+    run(items, protocol, args.out, scorers, None if args.score_only else pipeline, partial(tqdm, desc="videos"))
     print((args.out / "table.md").read_text(), end="")
     print(f"{len(items)} videos; tables and per-video scores in {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0

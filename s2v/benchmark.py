@@ -9,6 +9,7 @@ table (Markdown, CSV, JSON) beside the paper's Table 1.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from .metrics import (
     INTERPOLATOR,
     PAPER_INTERPOLATOR,
     RAFT_CHECKPOINT,
+    RAFT_FILE,
     ClipScorer,
     DinoScorer,
     dynamic_degree,
@@ -34,7 +36,7 @@ from .metrics import (
     motion_smoothness,
     raft_flow,
 )
-from .subject import prepare_subject
+from .subject import load_subject, prepare_subject
 from .video import read_video, save_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -61,17 +63,21 @@ PAPER_TABLE = {
 
 @dataclass(frozen=True)
 class Protocol:
-    """How each video is generated; a results folder holds videos of one protocol only."""
+    """Everything that shapes a video; a results folder holds videos of one protocol only."""
 
     model: str
     lora: str | None
+    height: int
+    width: int
+    num_frames: int
+    fps: int
     steps: int = 50
     guidance: float = 6.0
     seed: int = 42
-    height: int = 480
-    width: int = 720
-    num_frames: int = 49
-    fps: int = 8
+    lora_alpha: float | None = None
+    lora_scale: float = 1.0
+    dtype: str = "auto"
+    quantize: str = "none"
 
 
 @dataclass(frozen=True)
@@ -80,24 +86,37 @@ class MetricModels:
 
     clip: str = CLIP_MODEL
     dino: str = DINO_MODEL
-    flow: str = RAFT_CHECKPOINT
+    raft_weights: str | None = None
+    """A local RAFT-large state dict; None is torchvision's C_T_V1 download."""
     interpolator: str = INTERPOLATOR
 
     def not_comparable(self) -> dict[str, str]:
-        """Metric -> why its number cannot sit beside the paper's."""
+        """Metric -> why its number cannot sit beside the paper's.
+
+        A local folder or file counts as the paper's checkpoint when it carries that checkpoint's
+        name (`./clip-vit-base-patch32`, `raft_large_C_T_V1-22a6c225.pth`), as our download advice makes it.
+        """
         reasons = {"smoothness": f"interpolated with {self.interpolator}, not VBench's {PAPER_INTERPOLATOR}"}
-        if self.clip != CLIP_MODEL:
+        if not _same_checkpoint(self.clip, CLIP_MODEL):
             reasons["clip_t"] = reasons["clip_i"] = f"{self.clip} instead of {CLIP_MODEL}"
-        if self.dino != DINO_MODEL:
+        if not _same_checkpoint(self.dino, DINO_MODEL):
             reasons["dino_i"] = f"{self.dino} instead of {DINO_MODEL}"
-        if self.flow != RAFT_CHECKPOINT:
-            reasons["dynamic"] = f"{self.flow} instead of {RAFT_CHECKPOINT}"
+        if self.raft_weights is not None and Path(self.raft_weights).name != RAFT_FILE:
+            reasons["dynamic"] = f"RAFT weights {self.raft_weights} instead of {RAFT_CHECKPOINT}"
         return reasons
+
+    @property
+    def flow(self) -> str:
+        return RAFT_CHECKPOINT if self.raft_weights is None else f"RAFT-large from {self.raft_weights}"
 
 
 @dataclass(frozen=True)
 class Item:
-    """One video of the benchmark: a subject and one of its prompts."""
+    """One video of the benchmark: a subject and one of its prompts.
+
+    Its id carries a hash of the image and the prompt, so an edited prompt or a replaced image is a new
+    video, never an old one reused.
+    """
 
     id: str
     subject: str
@@ -130,12 +149,14 @@ class Scorers:
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown or not metrics:
             raise S2VError(f"unknown metrics {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}.")
-        flow = raft_flow(device, raft_weights) if {"dynamic", "smoothness"} & set(metrics) else None
+        flow = raft_flow(device, names.raft_weights) if {"dynamic", "smoothness"} & set(metrics) else None
         clip = ClipScorer.load(names.clip, device) if {"clip_t", "clip_i"} & set(metrics) else None
         dino = DinoScorer.load(names.dino, device) if "dino_i" in metrics else None
         return cls(clip, dino, flow, names, tuple(metric for metric in METRICS if metric in metrics))
 
-    def score(self, prompt: str, reference: Image.Image, frames: np.ndarray, fps: float) -> dict[str, float]:
+    def score(
+        self, prompt: str, reference: Image.Image, frames: np.ndarray, fps: float, metrics: Iterable[str]
+    ) -> dict[str, float]:
         compute = {
             "smoothness": lambda: 100 * motion_smoothness(frames, flow_midpoint(self.flow)),
             "dynamic": lambda: 100.0 * dynamic_degree(frames, fps, self.flow).dynamic,
@@ -143,7 +164,7 @@ class Scorers:
             "clip_i": lambda: self.clip.image_score(reference, frames),
             "dino_i": lambda: self.dino.image_score(reference, frames),
         }
-        return {metric: compute[metric]() for metric in self.metrics}
+        return {metric: compute[metric]() for metric in metrics}
 
 
 def read_items(subjects: Path, prompts: Path) -> list[Item]:
@@ -155,9 +176,14 @@ def read_items(subjects: Path, prompts: Path) -> list[Item]:
     """
     if not subjects.is_dir():
         raise S2VError(f"--subjects {subjects} is not a folder of subject images.")
-    images = {path.stem: path for path in sorted(subjects.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES}
-    if not images:
+    files = [path for path in sorted(subjects.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
         raise S2VError(f"{subjects} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    stems = [path.stem for path in files]
+    twins = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twins:
+        raise S2VError(f"{subjects} has two images named {', '.join(twins)}; subject names must be unique.")
+    images = dict(zip(stems, files, strict=True))
     classes = _read_classes(subjects / CLASSES_FILE)
     lines = _read_prompts(prompts)
     unknown = sorted({name for name, _ in lines if name is not None} - set(images))
@@ -165,15 +191,18 @@ def read_items(subjects: Path, prompts: Path) -> list[Item]:
         raise S2VError(f"{prompts} names subjects with no image in {subjects}: {', '.join(unknown)}.")
     items = []
     for name, image in images.items():
-        own = [prompt for subject, prompt in lines if subject in (None, name)]
-        for index, prompt in enumerate(own):
+        load_subject(image)  # a broken image stops the run here, before any model loads
+        digest = hashlib.sha256(image.read_bytes())
+        for prompt in (prompt for subject, prompt in lines if subject in (None, name)):
             if CLASS_PLACEHOLDER in prompt:
                 if name not in classes:
                     raise S2VError(
                         f"a prompt uses {CLASS_PLACEHOLDER} but {subjects / CLASSES_FILE} gives no class for {name}."
                     )
                 prompt = prompt.replace(CLASS_PLACEHOLDER, classes[name])
-            items.append(Item(f"{name}-{index:02d}", name, image, prompt))
+            key = digest.copy()
+            key.update(prompt.encode())
+            items.append(Item(f"{name}-{key.hexdigest()[:10]}", name, image, prompt))
     if not items:
         raise S2VError(f"{prompts} gives no prompt to any subject in {subjects}.")
     return items
@@ -204,9 +233,11 @@ def run(
             references[item.subject] = _reference(out, item, protocol)
         if not _video_path(out, item).is_file():
             _generate(pipe, item, references[item.subject], protocol, out)
-        if not set(scorers.metrics) <= set(scores["rows"].get(item.id, {})):
-            frames, fps = read_video(_video_path(out, item))
-            scores["rows"][item.id] = scorers.score(item.prompt, references[item.subject], frames, fps)
+            scores["rows"].pop(item.id, None)
+        row = scores["rows"].setdefault(item.id, {})
+        missing_metrics = [metric for metric in scorers.metrics if metric not in row]
+        if missing_metrics:
+            row.update(_score(scorers, item, references[item.subject], _video_path(out, item), missing_metrics))
             _write_json(out / "scores.json", scores)
     rows = [{**asdict(item), "image": str(item.image), **scores["rows"][item.id]} for item in items]
     _write_text(out / "per_video.csv", _csv(rows, ["id", "subject", "image", "prompt", *scorers.metrics]))
@@ -251,13 +282,25 @@ def write_table(
     return table
 
 
+def _score(scorers: Scorers, item: Item, reference: Image.Image, video: Path, metrics: list[str]) -> dict:
+    try:
+        frames, fps = read_video(video)
+        return scorers.score(item.prompt, reference, frames, fps, metrics)
+    except S2VError as error:
+        raise S2VError(f"{item.id}: {error} Delete the file to have it generated again.") from None
+
+
+def _same_checkpoint(source: str, checkpoint: str) -> bool:
+    return source == checkpoint or Path(source).name == checkpoint.split("/")[-1]
+
+
 def _claim(out: Path, protocol: Protocol) -> None:
     """Refuse to mix videos of two protocols in one folder."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "protocol.json"
     wanted = asdict(protocol)
     if path.is_file():
-        recorded = json.loads(path.read_text())
+        recorded = _read_json(path)
         if recorded != wanted:
             changed = ", ".join(
                 f"{key} {recorded.get(key)} -> {wanted[key]}" for key in wanted if recorded.get(key) != wanted[key]
@@ -300,7 +343,7 @@ def _read_scores(out: Path, names: MetricModels) -> dict:
     """Scores kept from an earlier run, if they were computed with the same checkpoints."""
     path = out / "scores.json"
     if path.is_file():
-        kept = json.loads(path.read_text())
+        kept = _read_json(path)
         if kept.get("checkpoints") == asdict(names):
             return kept
     return {"checkpoints": asdict(names), "rows": {}}
@@ -322,6 +365,8 @@ def _read_prompts(path: Path) -> list[tuple[str | None, str]]:
     """(subject or None for every subject, prompt) per line; blank lines are skipped."""
     if not path.is_file():
         raise S2VError(f"--prompts {path} is not a file.")
+    if path.suffix.lower() not in (".jsonl", ".txt"):
+        raise S2VError(f"--prompts takes a .jsonl or .txt file, not {path.name}.")
     lines = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -350,6 +395,16 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
         {key: f"{value:.4f}" if isinstance(value, float) else value for key, value in row.items()} for row in rows
     )
     return buffer.getvalue()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise S2VError(f"{path} is damaged ({error}); delete it and run again.") from None
+    if not isinstance(value, dict):
+        raise S2VError(f"{path} is damaged (not a JSON object); delete it and run again.")
+    return value
 
 
 def _write_json(path: Path, value: dict) -> None:

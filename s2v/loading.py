@@ -85,6 +85,11 @@ class LoraInfo:
         return self.alpha / self.rank * self.scale
 
 
+def effective_lora(settings: LoadSettings) -> str | None:
+    """The LoRA a load uses: the one named, else the preset's own, unless another base model is named."""
+    return settings.lora or (_preset(settings.preset).lora if settings.model is None else None)
+
+
 def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     """Build the pipeline a `LoadSettings` describes, ready to call."""
     preset = _preset(settings.preset)
@@ -95,7 +100,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
     pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
-    lora = settings.lora or (preset.lora if settings.model is None else None)
+    lora = effective_lora(settings)
     if lora:
         pipe.lora_info = load_lora(pipe, lora, settings.lora_alpha, settings.lora_scale)
     if settings.vae_tiling:

@@ -20,6 +20,7 @@ their weights.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .text import strip_reference_token
 CLIP_MODEL = "openai/clip-vit-base-patch32"
 DINO_MODEL = "facebook/dino-vits16"
 RAFT_CHECKPOINT = "torchvision raft_large C_T_V1"
+RAFT_FILE = "raft_large_C_T_V1-22a6c225.pth"
 """torchvision's port of princeton-vl's raft-things.pth (FlyingChairs + FlyingThings), the checkpoint VBench loads."""
 INTERPOLATOR = "RAFT flow midpoint (linear flow approximation, backward warp)"
 PAPER_INTERPOLATOR = "AMT-S"
@@ -197,9 +199,8 @@ def flow_midpoint(flow: FlowFunction) -> Interpolator:
     """The frame halfway between two, from the flow both ways (Super SloMo's linear approximation, no refinement)."""
 
     def interpolate(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        forward, backward = flow(before, after), flow(after, before)
         height, width = before.shape[:2]
-        forward, backward = forward[:height, :width], backward[:height, :width]
+        forward, backward = (_crop_centre(flow(*pair), height, width) for pair in ((before, after), (after, before)))
         middle = 0.5 * (warp(before, 0.25 * (backward - forward)) + warp(after, 0.25 * (forward - backward)))
         return np.clip(np.rint(middle), 0, 255).astype(np.uint8)  # rounded: truncating turns a float copy off by one
 
@@ -240,7 +241,7 @@ def raft_flow(device: str = "cpu", weights: str | Path | None = None) -> FlowFun
         else:
             model = raft_large(weights=None)
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise S2VError(
             f"could not load RAFT ({_first_line(error)}). Offline, download "
             f"{Raft_Large_Weights.C_T_V1.url} elsewhere and pass it with --raft-weights."
@@ -249,18 +250,25 @@ def raft_flow(device: str = "cpu", weights: str | Path | None = None) -> FlowFun
 
     @torch.no_grad()
     def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        pair = [_pad_to_multiple(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 127.5 - 1.0) for f in (a, b)]
+        pair = [pad_to_multiple(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 127.5 - 1.0) for f in (a, b)]
         estimate = model(pair[0].to(device), pair[1].to(device), num_flow_updates=RAFT_UPDATES)[-1]
         return estimate[0].permute(1, 2, 0).cpu().numpy()
 
     return flow
 
 
-def _pad_to_multiple(image: torch.Tensor, multiple: int = RAFT_MULTIPLE) -> torch.Tensor:
+def pad_to_multiple(image: torch.Tensor, multiple: int = RAFT_MULTIPLE) -> torch.Tensor:
+    """`[..., H, W]` padded to multiples of `multiple`, centred, edges repeated (as RAFT's InputPadder pads)."""
     height, width = image.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
     return torch.nn.functional.pad(image, padding, mode="replicate")
+
+
+def _crop_centre(flow: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The frame's own flow out of one computed on a centred, padded copy (as `raft_flow` pads)."""
+    top, left = (flow.shape[0] - height) // 2, (flow.shape[1] - width) // 2
+    return flow[top : top + height, left : left + width]
 
 
 def _centre(frames: np.ndarray) -> list[Image.Image]:

@@ -59,9 +59,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         width, height = meta["size"]
         frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
     except (OSError, RuntimeError, StopIteration) as error:
-        raise S2VError(
-            f"{path} is not a readable video ({str(error).strip()[:200] or type(error).__name__})."
-        ) from None
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise S2VError(f"{path} is not a readable video ({reason}).") from None
     fps = float(meta.get("fps") or 0)
     if not frames or fps <= 0:
         raise S2VError(f"{path} has no frames or no frame rate.")

@@ -59,12 +59,12 @@ def translation_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.broadcast_to(np.array([dx, dy], np.float32), (*a.shape[:2], 2)).copy()
 
 
-def sliding_texture(num_frames: int, shifts: list[int], size: int = 64, seed: int = 0) -> np.ndarray:
-    """uint8 [T, size, size, 3]: a smooth random texture, frame k moved right by shifts[0] + ... + shifts[k-1]."""
+def sliding_texture(num_frames: int, shifts: list[int], height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    """uint8 [T, H, W, 3]: a smooth random texture, frame k moved right by shifts[0] + ... + shifts[k-1]."""
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (size // 8, size // 8, 3)).astype(np.float32)
+    coarse = rng.integers(0, 256, (height // 8, width // 8, 3)).astype(np.float32)
     texture = torch.nn.functional.interpolate(
-        torch.from_numpy(coarse).permute(2, 0, 1)[None], size=(size, size), mode="bicubic", align_corners=False
+        torch.from_numpy(coarse).permute(2, 0, 1)[None], size=(height, width), mode="bicubic", align_corners=False
     )[0].permute(1, 2, 0)
     texture = np.clip(texture.numpy(), 0, 255).astype(np.uint8)
     offsets = np.concatenate([[0], np.cumsum(shifts)])[:num_frames]

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from metric_models import sliding_texture, translation_flow, write_tiny_clip, write_tiny_dino
 from PIL import Image
 
@@ -18,6 +19,7 @@ from s2v.metrics import (
     flow_midpoint,
     flow_sample_indices,
     motion_smoothness,
+    pad_to_multiple,
     raft_flow,
     top_flow_magnitude,
 )
@@ -97,6 +99,20 @@ def test_a_video_counts_as_dynamic_exactly_above_vbench_thresholds():
     assert (four_moves.moving_pairs, four_moves.dynamic) == (4, True)
 
 
+def test_the_threshold_scales_with_the_shorter_side_and_must_be_exceeded():
+    # 128x256 frames: 6 * 128 / 256 = 3 px (the longer side would make it 6); a 3 px pair does not exceed it.
+    at_threshold = dynamic_degree(sliding_texture(16, [3] * 15, height=128, width=256), 8, translation_flow)
+    above = dynamic_degree(sliding_texture(16, [4] * 15, height=128, width=256), 8, translation_flow)
+    assert at_threshold.threshold == 3.0 and at_threshold.moving_pairs == 0 and not at_threshold.dynamic
+    assert above.dynamic
+
+
+@pytest.mark.parametrize("frames, required", [(49, 12), (16, 4), (10, 2), (2, 0)])
+def test_the_required_moving_pairs_are_round_4n_over_16(frames, required):
+    still = np.zeros((frames, 16, 16, 3), np.uint8)
+    assert dynamic_degree(still, 8, translation_flow).required == required
+
+
 def test_dynamic_degree_samples_a_24_fps_video_every_third_frame():
     # shifts of 1 px a frame are 3 px between samples at 24 fps: dynamic, where at 8 fps they are not.
     video = sliding_texture(48, [1] * 47)
@@ -123,6 +139,34 @@ def test_flow_midpoint_follows_motion_that_a_blend_smears():
     flowed = motion_smoothness(video, flow_midpoint(translation_flow))
     blended = motion_smoothness(video, lambda a, b: ((a.astype(np.uint16) + b) // 2).astype(np.uint8))
     assert flowed > 0.98 and flowed > blended + 0.01
+
+
+def test_a_flow_computed_on_padded_frames_is_cropped_from_its_centre():
+    # A square moving on a still background, its exact flow computed as RAFT computes it: on frames padded
+    # to multiples of 8 with the frame in the middle. 36x60 frames pad to 40x64.
+    def frame(x):
+        image = np.full((36, 60, 3), 30, np.uint8)
+        image[12:24, x : x + 12] = (220, 200, 40)
+        return image
+
+    video = np.stack([frame(6 + 6 * k) for k in range(5)])
+
+    def square_flow(a, b, pad=(0, 0)):
+        xa, xb = (np.flatnonzero(f[18, :, 0] > 100)[0] for f in (a, b))
+        flow = np.zeros((a.shape[0] + 2 * pad[0], a.shape[1] + 2 * pad[1], 2), np.float32)
+        flow[12 + pad[0] : 24 + pad[0], xa + pad[1] : xa + 12 + pad[1], 0] = xb - xa
+        return flow
+
+    exact = motion_smoothness(video, flow_midpoint(square_flow))
+    padded = motion_smoothness(video, flow_midpoint(lambda a, b: square_flow(a, b, pad=(2, 2))))
+    assert padded == exact > 0.98
+
+
+def test_frames_are_padded_evenly_to_multiples_of_8_with_edges_repeated():
+    image = torch.arange(36 * 60, dtype=torch.float32).reshape(1, 1, 36, 60)
+    padded = pad_to_multiple(image)
+    assert padded.shape == (1, 1, 40, 64)
+    assert torch.equal(padded[..., 2:38, 2:62], image) and torch.equal(padded[..., 0, 2:62], image[..., 0, :])
 
 
 def test_missing_metric_models_name_the_flag_that_takes_a_local_copy(tmp_path):
