@@ -105,14 +105,17 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     folder, scores = built
     log = json.loads((folder / "build_log.json").read_text())
     plan = BuildPlan.smoke()
-    expected = {"world", "vae", "vae ceiling", "base-untrained", "base-cache", "base-train", "base", "s2v-cache"}
+    expected = {"world", "vae", "vae ceiling", "base-untrained", "base-cache", "base-train", "base", "eval base"}
+    expected |= {"s2v-cache"}
     expected |= {f"s2v {name}" for name in plan.ablations} | {f"eval {name}" for name in plan.ablations}
     assert set(log["stages"]) == expected
-    assert set(scores) == set(plan.ablations) and set(plan.ablations) <= set(ABLATIONS)
+    assert set(scores) == {"base", *plan.ablations} and set(plan.ablations) <= set(ABLATIONS)
+    assert set(scores["base"]["scores"]) == {"none", "named"}
     assert set(scores["switched"]["scores"]) == set(CONDITIONS)
     assert set(scores["image-only"]["scores"]) == {"reference"}
     table = (folder / "results" / "table.md").read_text()
     assert "| switched |" in table and "| switched, no reference |" in table and "| image-only |" in table
+    assert "| base, no reference |" in table
     task_log = json.loads((folder / "runs" / "image-only" / "task_log.json").read_text())
     assert set(task_log) == {"identity"}
 

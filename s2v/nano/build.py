@@ -109,6 +109,8 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
     stage("base-cache", root / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, base_paths, prepare=True))
     stage("base-train", root / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, base_paths))
     stage("base", root / "base", lambda: _assemble_base(root))
+    base_scores = results / "base.json"
+    stage("eval base", base_scores, lambda: _evaluate(root, None, plan, ("none", "named"), base_scores))
     s2v_cache = root / "cache" / "s2v" / "index.json"
     stage("s2v-cache", s2v_cache, lambda: _train(S2V_CONFIG, _s2v_overrides(root, plan), prepare=True))
     for name in plan.ablations:
@@ -116,8 +118,8 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
         overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}"] + ABLATIONS[name]
         conditions = CONDITIONS if name == "switched" else ("reference",)
         stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
-        stage(f"eval {name}", out, lambda name=name, c=conditions, out=out: _evaluate(root, name, plan, c, out))
-        finished = plan.ablations[: plan.ablations.index(name) + 1]
+        stage(f"eval {name}", out, lambda run=run, c=conditions, out=out: _evaluate(root, run / "lora", plan, c, out))
+        finished = ["base", *plan.ablations[: plan.ablations.index(name) + 1]]
         scores = {done: json.loads((results / f"{done}.json").read_text()) for done in finished}
         (results / "table.md").write_text(ablation_table(scores, log["stages"], json.loads(ceiling.read_text())))
     if ship:
@@ -181,11 +183,12 @@ def _vae_ceiling(root: Path, plan: BuildPlan, out: Path) -> None:
     print(result, flush=True)
 
 
-def _evaluate(root: Path, name: str, plan: BuildPlan, conditions: tuple[str, ...], out: Path) -> None:
+def _evaluate(root: Path, lora: Path | None, plan: BuildPlan, conditions: tuple[str, ...], out: Path) -> None:
+    """Scores of the base with `lora` (None: the text-to-video base alone) under `conditions`."""
     from s2v.loading import LoadSettings, load_pipeline
 
     torch.manual_seed(plan.seed)
-    pipe = load_pipeline(LoadSettings(preset="nano", model=str(root / "base"), lora=str(root / "runs" / name / "lora")))
+    pipe = load_pipeline(LoadSettings(preset="nano", model=str(root / "base"), lora=lora and str(lora)))
     pipe.set_progress_bar_config(disable=True)
     settings = EvalSettings(**{**asdict(plan.eval), "seed": plan.seed, "conditions": conditions})
     report = evaluate(pipe, settings)
@@ -213,12 +216,13 @@ def ablation_table(scores: dict[str, dict], stages: dict[str, float], ceiling: d
                 "none": f"{name}, no reference",
                 "named": f"{name}, no reference, prompt names the subject",
             }[condition]
-            minutes = stages.get(f"s2v {name}")
+            first = "none" if name == "base" else "reference"
+            minutes = stages.get("base-train" if name == "base" else f"s2v {name}")
             a = s["attributes"]
             rows.append(
                 f"| {label} | {s['identity']:.1f} | {a['shape']:.1f} | {a['colour']:.1f} | {a['pattern']:.1f} | "
                 f"{s['motion']:.1f} | {s['dynamic']:.1f} | {s['scene']:.1f} | {s['smoothness']:.3f} | "
-                f"{s['copy']:.1f} | {'' if minutes is None or condition != 'reference' else f'{minutes / 60:.1f}'} |"
+                f"{s['copy']:.1f} | {'' if minutes is None or condition != first else f'{minutes / 60:.1f}'} |"
             )
     return header + "\n".join(rows) + "\n"
 
