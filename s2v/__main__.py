@@ -207,10 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, help="denoising steps (preset default)")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (preset default)")
     gen.add_argument("--dynamic-cfg", action="store_true", help="CogVideoX's cosine guidance schedule")
-    gen.add_argument("--frames", type=int, help="8k+1 frames: 9, 17, ..., 49 (preset default)")
-    gen.add_argument("--height", type=int, help="multiple of 16 (preset default)")
-    gen.add_argument("--width", type=int, help="multiple of 16 (preset default)")
-    gen.add_argument("--fps", type=int, help="frames per second of the written video (preset default)")
+    _add_video_shape_options(gen)
     gen.add_argument("--seed", type=int, help="any whole number >= 0; random when left out (printed)")
     gen.add_argument("--remove-background", action="store_true", help="cut the subject out with rembg first")
     _add_model_options(gen)
@@ -246,10 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the paper's)")
     bench.add_argument("--guidance", type=float, default=6.0, help="guidance scale (default 6, the paper's)")
     bench.add_argument("--seed", type=int, default=42, help="seed of every video (default 42, the paper's)")
-    bench.add_argument("--frames", type=int, help="frames per video (preset default)")
-    bench.add_argument("--height", type=int, help="multiple of 16 (preset default)")
-    bench.add_argument("--width", type=int, help="multiple of 16 (preset default)")
-    bench.add_argument("--fps", type=int, help="frame rate of the written videos (preset default)")
+    _add_video_shape_options(bench)
     bench.add_argument(
         "--metrics", default="smoothness,dynamic,clip-t,clip-i,dino-i", help="which to compute (default: all five)"
     )
@@ -263,6 +257,13 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(command=info)
     _add_model_options(show)
     return parser
+
+
+def _add_video_shape_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, help="8k+1 frames: 9, 17, ..., 49 (preset default)")
+    parser.add_argument("--height", type=int, help="multiple of 16 (preset default)")
+    parser.add_argument("--width", type=int, help="multiple of 16 (preset default)")
+    parser.add_argument("--fps", type=int, help="frames per second of the written video (preset default)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:

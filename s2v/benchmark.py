@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ from .metrics import (
     raft_flow,
 )
 from .subject import load_subject, prepare_subject
-from .video import read_video, save_video
+from .video import atomic_file, read_video, save_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CLASSES_FILE = "classes.json"
@@ -138,13 +137,7 @@ class Scorers:
     metrics: tuple[str, ...] = METRICS
 
     @classmethod
-    def load(
-        cls,
-        names: MetricModels,
-        metrics: tuple[str, ...] = METRICS,
-        device: str = "cpu",
-        raft_weights: str | None = None,
-    ) -> Scorers:
+    def load(cls, names: MetricModels, metrics: tuple[str, ...] = METRICS, device: str = "cpu") -> Scorers:
         """Every model the chosen metrics need, loaded up front so a missing one fails before any generation."""
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown or not metrics:
@@ -157,14 +150,16 @@ class Scorers:
     def score(
         self, prompt: str, reference: Image.Image, frames: np.ndarray, fps: float, metrics: Iterable[str]
     ) -> dict[str, float]:
-        compute = {
-            "smoothness": lambda: 100 * motion_smoothness(frames, flow_midpoint(self.flow)),
-            "dynamic": lambda: 100.0 * dynamic_degree(frames, fps, self.flow).dynamic,
-            "clip_t": lambda: self.clip.text_score(prompt, frames),
-            "clip_i": lambda: self.clip.image_score(reference, frames),
-            "dino_i": lambda: self.dino.image_score(reference, frames),
-        }
-        return {metric: compute[metric]() for metric in metrics}
+        wanted, values = set(metrics), {}
+        if {"clip_t", "clip_i"} & wanted:
+            values["clip_t"], values["clip_i"] = self.clip.scores(prompt, reference, frames)
+        if "dino_i" in wanted:
+            values["dino_i"] = self.dino.image_score(reference, frames)
+        if "dynamic" in wanted:
+            values["dynamic"] = 100.0 * dynamic_degree(frames, fps, self.flow).dynamic
+        if "smoothness" in wanted:
+            values["smoothness"] = 100 * motion_smoothness(frames, flow_midpoint(self.flow))
+        return {metric: values[metric] for metric in metrics}
 
 
 def read_items(subjects: Path, prompts: Path) -> list[Item]:
@@ -315,9 +310,8 @@ def _reference(out: Path, item: Item, protocol: Protocol) -> Image.Image:
     reference = prepare_subject(item.image, protocol.width, protocol.height)
     path = out / "references" / f"{item.subject}.png"
     path.parent.mkdir(exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    reference.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        reference.save(temporary, format="PNG")
     return reference
 
 
@@ -412,7 +406,5 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Through a temporary name, so an interrupted write never leaves half a file."""
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

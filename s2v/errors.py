@@ -13,3 +13,10 @@ class S2VError(ValueError):
 
 class S2VWarning(UserWarning):
     """Work went on, but not quite as asked; the message says what changed."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's first line, cut to `limit` characters (its type's name when it has no text): the part
+    of a library's message worth putting in ours."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:limit]

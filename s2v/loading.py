@@ -18,7 +18,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import S2VError
+from .errors import S2VError, first_line
 from .pipeline import S2VPipeline
 from .presets import AUTHORS_CHECKPOINT_HINT, NANO_FOLDER, PRESETS, Preset
 from .tiny import tiny_components
@@ -239,7 +239,7 @@ def missing_model_message(model: str, local: bool, error: Exception, flag: str =
     """What to do when a model is neither a loadable folder nor in reach on the Hub; `flag` takes a local copy."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    reason = first_line(error, limit=300)
     if local:
         return f"Could not load the model folder {model}: {reason}"
     return (
@@ -325,7 +325,7 @@ def _download_lora(repo_id: str) -> Path:
         except EntryNotFoundError:
             reason = f"no {AUTHORS_LORA_FILE} or {OUR_LORA_FILE} in the repo"
         except (OSError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            reason = first_line(error, limit=300)
             break
     raise S2VError(
         f"Could not get the LoRA '{repo_id}' from the Hugging Face Hub or its cache ({reason}). "

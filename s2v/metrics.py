@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import S2VError
+from .errors import S2VError, first_line
 from .loading import missing_model_message
 from .text import strip_reference_token
 
@@ -89,15 +89,26 @@ class ClipScorer:
 
     @torch.no_grad()
     def text_score(self, prompt: str, frames: np.ndarray) -> float:
-        text = self.tokenizer(
-            [strip_reference_token(prompt)], padding=True, truncation=True, max_length=77, return_tensors="pt"
-        ).to(self.model.device)
-        anchor = self.model.get_text_features(**text).pooler_output[0]
-        return mean_cosine_100(anchor, self._image_features(_centre(frames)))
+        return mean_cosine_100(self._text_features(prompt), self._image_features(_centre(frames)))
 
     @torch.no_grad()
     def image_score(self, reference: Image.Image, frames: np.ndarray) -> float:
         return mean_cosine_100(self._image_features([reference])[0], self._image_features(_centre(frames)))
+
+    @torch.no_grad()
+    def scores(self, prompt: str, reference: Image.Image, frames: np.ndarray) -> tuple[float, float]:
+        """(CLIP-T, CLIP-I), with the centre frames embedded once for both."""
+        frame_features = self._image_features(_centre(frames))
+        return (
+            mean_cosine_100(self._text_features(prompt), frame_features),
+            mean_cosine_100(self._image_features([reference])[0], frame_features),
+        )
+
+    def _text_features(self, prompt: str) -> torch.Tensor:
+        text = self.tokenizer(
+            [strip_reference_token(prompt)], padding=True, truncation=True, max_length=77, return_tensors="pt"
+        ).to(self.model.device)
+        return self.model.get_text_features(**text).pooler_output[0]
 
     def _image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
@@ -231,7 +242,7 @@ def raft_flow(device: str = "cpu", weights: str | Path | None = None) -> FlowFun
     except (ImportError, OSError, RuntimeError) as error:
         raise S2VError(
             "dynamic degree and motion smoothness use torchvision's RAFT, and torchvision is not usable here "
-            f"({_first_line(error)}). Install the torchvision built for your torch, e.g. "
+            f"({first_line(error)}). Install the torchvision built for your torch, e.g. "
             "`pip install torchvision --index-url https://download.pytorch.org/whl/cpu` beside a CPU torch, "
             "or leave these two out with `--metrics clip-t,clip-i,dino-i`."
         ) from None
@@ -243,7 +254,7 @@ def raft_flow(device: str = "cpu", weights: str | Path | None = None) -> FlowFun
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise S2VError(
-            f"could not load RAFT ({_first_line(error)}). Offline, download "
+            f"could not load RAFT ({first_line(error)}). Offline, download "
             f"{Raft_Large_Weights.C_T_V1.url} elsewhere and pass it with --raft-weights."
         ) from None
     model = model.eval().to(device)
@@ -280,8 +291,3 @@ def _load(build: Callable, source: str, flag: str):
         return build()
     except (OSError, ValueError) as error:
         raise S2VError(missing_model_message(source, Path(source).expanduser().exists(), error, flag)) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

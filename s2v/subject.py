@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import S2VError, S2VWarning
+from .errors import S2VError, S2VWarning, first_line
 
 SubjectSource = str | os.PathLike | Image.Image | np.ndarray
 
@@ -76,7 +76,7 @@ def remove_subject_background(image: Image.Image, model: str = DEFAULT_BACKGROUN
     except Exception as error:  # rembg raises anything from pooch, requests or onnxruntime
         warnings.warn(
             f"Background removal skipped, the image is used as it is: rembg model '{model}' is "
-            f"unavailable ({_first_line(error)}). Put the model's .onnx file under "
+            f"unavailable ({first_line(error)}). Put the model's .onnx file under "
             "$U2NET_HOME/models/<name>/ or let rembg download it on a connected machine.",
             S2VWarning,
         )
@@ -167,8 +167,3 @@ def _sixteen_bit_to_grey(image: Image.Image) -> Image.Image:
     values = np.asarray(image, dtype=np.float64)
     peak = 255.0 if image.mode == "F" and values.max(initial=0) <= 255 else 65535.0
     return Image.fromarray((np.clip(values, 0, peak) / peak * 255).round().astype(np.uint8), mode="L")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import S2VError
+from .errors import S2VError, first_line
 
 Frames = Sequence[Image.Image] | np.ndarray
 VIDEO_FORMATS = ("mp4", "gif", "png")
@@ -59,8 +59,7 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         width, height = meta["size"]
         frames = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
     except (OSError, RuntimeError, StopIteration) as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise S2VError(f"{path} is not a readable video ({reason}).") from None
+        raise S2VError(f"{path} is not a readable video ({first_line(error)}).") from None
     fps = float(meta.get("fps") or 0)
     if not frames or fps <= 0:
         raise S2VError(f"{path} has no frames or no frame rate.")
@@ -90,7 +89,7 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio_ffmpeg
 
     height, width = frames.shape[1:3]
-    with _atomic_target(path) as temporary:
+    with atomic_file(path) as temporary:
         writer = imageio_ffmpeg.write_frames(
             str(temporary),
             (width, height),
@@ -110,7 +109,7 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 
 def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
     images = [Image.fromarray(frame) for frame in frames]
-    with _atomic_target(path) as temporary:
+    with atomic_file(path) as temporary:
         images[0].save(
             temporary, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
         )
@@ -138,7 +137,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary sibling of `path` that replaces it on success and vanishes on failure."""
     handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)

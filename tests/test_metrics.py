@@ -66,6 +66,13 @@ def test_clip_t_reads_the_prompt_without_the_reference_token(clip, subject_array
     assert -100.0 <= plain <= 100.0
 
 
+def test_clip_t_and_clip_i_together_equal_each_alone(clip, subject_array):
+    video = still_video(subject_array)
+    other = Image.fromarray(np.full_like(subject_array, 90))
+    together = clip.scores("a dog runs", other, video)
+    assert together == pytest.approx((clip.text_score("a dog runs", video), clip.image_score(other, video)), abs=1e-4)
+
+
 def test_flow_frames_are_sampled_at_about_8_fps():
     assert flow_sample_indices(49, 8) == list(range(49))
     assert flow_sample_indices(49, 24) == list(range(0, 49, 3))

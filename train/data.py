@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from s2v.errors import S2VError, S2VWarning
+from s2v.errors import S2VError, S2VWarning, first_line
 from s2v.subject import WHITE, load_subject
 from s2v.video import save_video
 
@@ -328,9 +328,9 @@ def _load_subjects200k(source: str):
         if files is None:
             raise S2VError(
                 f"'{source}' is neither a local path nor a dataset reachable on the Hugging Face Hub "
-                f"({_first_line(error)}). {DOWNLOAD_HINT}"
+                f"({first_line(error)}). {DOWNLOAD_HINT}"
             ) from None
-        raise S2VError(f"Cannot read the parquet data in {source}: {_first_line(error)}") from None
+        raise S2VError(f"Cannot read the parquet data in {source}: {first_line(error)}") from None
 
 
 def _parquet_files(source: str) -> list[str] | None:
@@ -425,7 +425,7 @@ def _read_image(source: Path | bytes, where: str) -> Image.Image:
     except UnidentifiedImageError:  # only for bytes: load_subject turns it into an S2VError for files
         raise UnreadableSample(f"{where}: the image is in no format PIL can read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # S2VError is a ValueError
-        raise UnreadableSample(f"{where}: {_first_line(error)}") from None
+        raise UnreadableSample(f"{where}: {first_line(error)}") from None
 
 
 def _read_clip(path: Path, num_frames: int, fps: float) -> list[np.ndarray]:
@@ -449,7 +449,7 @@ def _read_clip(path: Path, num_frames: int, fps: float) -> list[np.ndarray]:
             if count > wanted[-1]:
                 break
     except (OSError, RuntimeError, ValueError) as error:
-        raise UnreadableSample(f"{path.name}: not a readable video ({_first_line(error)})") from None
+        raise UnreadableSample(f"{path.name}: not a readable video ({first_line(error)})") from None
     finally:
         reader.close()  # stops ffmpeg instead of decoding the rest of a long clip
     if count <= wanted[-1]:
@@ -513,11 +513,6 @@ def _check_index(index: int, length: int) -> int:
     if not 0 <= index < length:
         raise IndexError(f"index {index} is out of range for {length} items")
     return index
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]
 
 
 def _write_synthetic_pair(folder: Path, index: int, height: int, width: int, rng: np.random.Generator) -> dict:
