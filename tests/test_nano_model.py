@@ -8,11 +8,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from s2v.__main__ import main as cli
 from s2v.nano.analyze import analyze_clip
 from s2v.nano.base import TEXT_LENGTH, nano_tokenizer
-from s2v.nano.build import ABLATIONS, BuildPlan, build
+from s2v.nano.build import ABLATIONS, BuildPlan, build, ship_model
 from s2v.nano.evaluate import CONDITIONS, score
 from s2v.nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from s2v.nano.world import (
@@ -138,6 +139,28 @@ def test_a_build_folder_refuses_another_plan(built):
     folder, _ = built
     with pytest.raises(S2VError, match="another plan"):
         build(folder, BuildPlan.full())
+
+
+def test_a_plan_must_ship_one_of_its_runs(tmp_path):
+    from s2v.errors import S2VError
+
+    plan = BuildPlan.smoke()
+    plan.shipped = "two-stage"
+    with pytest.raises(S2VError, match="'two-stage' is not one of the plan's runs"):
+        build(tmp_path / "build", plan)
+    assert not (tmp_path / "build").exists()
+
+
+def test_shipping_copies_the_named_run_and_halves_the_base(built, tmp_path):
+    from safetensors.torch import load_file
+
+    folder, _ = built
+    ship_model(folder, "image-only", tmp_path / "nano")
+    shipped = tmp_path / "nano" / "lora" / "pytorch_lora_weights.safetensors"
+    assert shipped.read_bytes() == (folder / "runs" / "image-only" / "lora" / shipped.name).read_bytes()
+    weights = load_file(tmp_path / "nano" / "base" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float16}
+    assert (tmp_path / "nano" / "results.md").read_text() == (folder / "results" / "table.md").read_text()
 
 
 def test_eval_nano_command_refuses_bad_options_before_loading(capsys):

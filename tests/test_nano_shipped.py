@@ -1,10 +1,10 @@
 """The shipped s2v-nano model (`assets/nano`) on held-out subjects: a regression check against measured floors.
 
 Measured on these 48 items (6 held-out subjects x 8 identity-free prompts, 25 steps, CFG 3) when the
-weights were shipped: with the reference, colour 75.0% and motion 47.9%; without it, colour 8.3% and
-motion 27.1%. The floors sit well below those and well above chance (colour 1/6, motion 1/8). Shape and
-pattern do not transfer yet (at chance; see the README), so no floor is set on them or on full identity.
-"""
+weights (switched, p = 0.4) were shipped: with the reference, colour 95.8% and motion 66.7%; without it,
+colour 8.3% and motion 35.4%. The floors sit well below those and well above chance (colour 1/6, motion
+1/8); the p = 0.2 run scored colour 75.0% and motion 47.9% here, under them. Shape and pattern do not
+transfer yet (at chance; see the README), so no floor is set on them or on full identity."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from s2v import LoadSettings, load_pipeline
 from s2v.nano.evaluate import CHANCE, EvalSettings, evaluate
 from s2v.presets import NANO_FOLDER
 
-FLOORS = dict(colour=55.0, colour_over_no_reference=35.0, motion=30.0, scene=90.0)
+FLOORS = dict(colour=80.0, colour_over_no_reference=60.0, motion=50.0, scene=90.0)
 
 
 @pytest.fixture(scope="module")
