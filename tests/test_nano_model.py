@@ -163,6 +163,17 @@ def test_shipping_copies_the_named_run_and_halves_the_base(built, tmp_path):
     assert (tmp_path / "nano" / "results.md").read_text() == (folder / "results" / "table.md").read_text()
 
 
+def test_shipping_a_run_that_was_not_trained_keeps_the_shipped_model(built, tmp_path):
+    from s2v.errors import S2VError
+
+    folder, _ = built
+    ship_model(folder, "switched", tmp_path / "nano")
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    with pytest.raises(S2VError, match="no trained LoRA"):
+        ship_model(folder, "two-stage", tmp_path / "nano")
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+
+
 def test_eval_nano_command_refuses_bad_options_before_loading(capsys):
     assert cli(["eval-nano", "--conditions", "reference,sideways"]) == 2
     assert "--conditions" in capsys.readouterr().err
