@@ -123,13 +123,16 @@ def _write_png_frames(frames: np.ndarray, path: Path, fps: int) -> None:
 
 
 @contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """A hidden sibling folder that becomes `path` (absent or empty) on success and vanishes on failure."""
+def atomic_folder(path: Path, replace: bool = False) -> Iterator[Path]:
+    """A hidden sibling folder that becomes `path` on success and vanishes on failure. `path` must be absent or
+    empty unless `replace`, which removes what it holds only once the new folder is complete."""
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield staging
         os.chmod(staging, 0o755)  # mkdtemp makes it private; what it holds is meant to be read
-        if path.exists():
+        if replace:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
             path.rmdir()
         os.replace(staging, path)
     finally:

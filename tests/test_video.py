@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from s2v.errors import S2VError
-from s2v.video import frames_to_uint8, read_video, save_video
+from s2v.video import atomic_folder, frames_to_uint8, read_video, save_video
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -421,3 +421,25 @@ def test_png_frames_refuse_a_target_that_is_a_file(tmp_path):
     with pytest.raises(S2VError, match="not an empty folder"):
         save_video(np.zeros((2, 16, 32, 3), dtype=np.uint8), tmp_path / "frames")
     assert (tmp_path / "frames").read_text() == "mine"
+
+
+def test_a_replacing_atomic_folder_swaps_in_whole_or_keeps_the_old_one(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(folder, replace=True) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("copy failed half-way")
+    assert [path.name for path in tmp_path.rglob("*")] == ["model", "old.txt"]
+    with atomic_folder(folder, replace=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [path.name for path in tmp_path.rglob("*")] == ["model", "new.txt"]
+
+
+def test_an_atomic_folder_refuses_to_replace_a_full_folder_unless_asked(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "frame_0000.png").write_bytes(b"x")
+    with pytest.raises(OSError), atomic_folder(folder) as staging:
+        (staging / "frame_0000.png").write_bytes(b"y")
+    assert (folder / "frame_0000.png").read_bytes() == b"x"

@@ -239,9 +239,7 @@ def ship_model(root: Path, run: str, destination: Path = SHIPPED) -> None:
 
     if not (root / "runs" / run / "lora").is_dir():
         raise S2VError(f"{root / 'runs' / run} holds no trained LoRA to ship; build it first.")
-    complete = destination.with_name(destination.name + ".new")
-    shutil.rmtree(complete, ignore_errors=True)
-    with atomic_folder(complete) as staging:
+    with atomic_folder(destination, replace=True) as staging:
         shutil.copytree(root / "base", staging / "base", ignore=shutil.ignore_patterns("train_log.json"))
         for kind, sub in ((CogVideoXTransformer3DModel, "transformer"), (AutoencoderKLCogVideoX, "vae")):
             shutil.rmtree(staging / "base" / sub)
@@ -249,8 +247,6 @@ def ship_model(root: Path, run: str, destination: Path = SHIPPED) -> None:
         shutil.copytree(root / "runs" / run / "lora", staging / "lora")
         shutil.copy(root / "results" / "table.md", staging / "results.md")
         shutil.copy(root / "build_log.json", staging / "build_log.json")
-    shutil.rmtree(destination, ignore_errors=True)
-    complete.rename(destination)
 
 
 def _plan_json(plan: BuildPlan) -> dict:
