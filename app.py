@@ -7,17 +7,24 @@ the video writing all live in the library. Run `python app.py --help` for the fl
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from s2v import (
     PRESETS,
@@ -31,7 +38,10 @@ from s2v import (
     save_video,
 )
 from s2v.loading import OFFLOAD_MODES, QUANTIZE_MODES, default_preset_name, resolve_device
+from s2v.numbers import real_number, whole_number
+from s2v.pipeline import MAX_SEED
 from s2v.presets import AUTHORS_CHECKPOINT_HINT
+from s2v.subject import MAX_SUBJECT_PIXELS
 
 try:
     import spaces  # Hugging Face ZeroGPU; absent everywhere else
@@ -67,6 +77,15 @@ PROMPT_TIPS = """**Prompt tips**
 """
 MAX_UPLOAD = "10mb"
 QUEUE_SIZE = 16
+PREVIEW_CONCURRENCY = 2
+"""Previews decode uploads: a few at a time bounds their memory, beside the one generation."""
+VIDEO_MAX_AGE = 3600.0
+"""Seconds a finished video stays on the server: long enough to watch and download it."""
+HEARTBEAT_SECONDS = 2
+"""How often a client's heartbeat is checked: a vanished client's run stops within this and one step."""
+STEPS_RANGE, GUIDANCE_RANGE, FPS_RANGE = (1, 200), (0.0, 15.0), (1, 30)
+LABELS = dict(steps="Denoising steps", guidance="Guidance", frames="Frames", fps="Frames per second", seed="Seed")
+"""Each number's label on the page; its error messages name it the same way."""
 
 log = logging.getLogger("s2v.app")
 
@@ -83,16 +102,56 @@ class Model:
     """Why generation is switched off, shown on the page (e.g. the method's LoRA is missing)."""
 
 
-class CancelFlags:
-    """One cancel flag per browser session, so Cancel stops only its own run."""
+@dataclass(frozen=True)
+class Job:
+    """One generation request, every field checked: what reaches the model and what the page reports."""
+
+    subject: str
+    prompt: str
+    negative_prompt: str
+    remove_background: bool
+    steps: int
+    guidance: float
+    dynamic_cfg: bool
+    frames: int
+    fps: int
+    height: int
+    width: int
+    seed: int | None
+
+
+class ActiveRuns:
+    """The stop switch of each run in progress, by browser session.
+
+    An entry lives exactly as long as its run, so nothing accumulates per visitor; a session
+    that goes away (tab closed, client disconnected) stops its own runs and no one else's.
+    """
 
     def __init__(self):
-        self._flags: dict[str, threading.Event] = {}
+        self._runs: dict[str | None, set[threading.Event]] = {}
         self._lock = threading.Lock()
 
-    def flag(self, session: str) -> threading.Event:
+    @contextmanager
+    def run(self, session: str | None) -> Iterator[threading.Event]:
+        stop = threading.Event()
         with self._lock:
-            return self._flags.setdefault(session, threading.Event())
+            self._runs.setdefault(session, set()).add(stop)
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                self._runs[session].discard(stop)
+                if not self._runs[session]:
+                    del self._runs[session]
+
+    def stop(self, session: str | None) -> None:
+        with self._lock:
+            for stop in self._runs.get(session, ()):
+                stop.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runs)
 
 
 def load_model(args: argparse.Namespace) -> Model:
@@ -118,42 +177,92 @@ def gpu_seconds(steps: float, frames: float) -> int:
     return int(30 + int(steps) * latent_frames * 0.35)
 
 
-def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
-    """The page: inputs on the left, the video on the right, a status line underneath."""
-    output_dir = Path(output_dir or tempfile.mkdtemp(prefix="s2v-app-"))
-    cancel_flags = CancelFlags()
-    preset = model.preset
-    resolutions = [f"{h}x{w}" for h, w in preset.resolutions]
-    frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
-    status = {"last": "no run yet"}
+def check_job(
+    model: Model,
+    subject,
+    prompt,
+    negative_prompt,
+    remove_background,
+    steps,
+    guidance,
+    dynamic_cfg,
+    frames,
+    fps,
+    resolution,
+    seed,
+    random_seed,
+) -> Job:
+    """Every field of a request checked before any work, each refusal naming the field as the page labels it."""
+    if model.pipe is None:
+        raise S2VError(model.unavailable)
+    if not subject:
+        raise S2VError("Upload a photo of your subject first.")
+    if not random_seed and (seed is None or seed == ""):
+        raise S2VError("Enter a seed, or tick Random seed.")
+    height, width = parse_resolution(resolution)
+    choices = model.pipe.frame_choices
+    if isinstance(frames, str) and frames.strip().isdigit():  # typed into the dropdown
+        frames = int(frames)
+    if frames not in choices or isinstance(frames, bool):
+        raise S2VError(f"{LABELS['frames']} must be one of {', '.join(map(str, choices))}, not {frames!r}.")
+    return Job(
+        subject=subject,
+        prompt=prompt,
+        negative_prompt=negative_prompt or "",
+        remove_background=bool(remove_background),
+        steps=whole_number(steps, LABELS["steps"], *STEPS_RANGE, whole_floats=True),
+        guidance=real_number(guidance, LABELS["guidance"], *GUIDANCE_RANGE),
+        dynamic_cfg=bool(dynamic_cfg),
+        frames=int(frames),
+        fps=whole_number(fps, LABELS["fps"], *FPS_RANGE, whole_floats=True),
+        height=height,
+        width=width,
+        seed=None if random_seed else whole_number(seed, LABELS["seed"], 0, MAX_SEED, whole_floats=True),
+    )
 
-    def status_line() -> str:
-        device = resolve_device(model.settings.device)
-        memory = f"offload {model.settings.offload}, quantize {model.settings.quantize}"
-        return f"**Device** {device} · **Model** {model.label} · **Memory** {memory} · **Last run** {status['last']}"
 
-    def preview(subject, resolution, remove_background):
-        if not subject:
-            return None
-        height, width = parse_resolution(resolution)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", S2VWarning)
-                image = prepare_subject(subject, width, height, remove_background=remove_background)
-        except S2VError as error:
-            gr.Warning(str(error))
-            return None
-        show_warnings(caught)
-        return image
+def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, progress) -> tuple[Path | None, int]:
+    """Generate and write one video (None when stopped); runs in a worker thread, as ZeroGPU's unit of work."""
 
-    def arm(request: gr.Request):
-        cancel_flags.flag(request.session_hash).clear()
+    def on_step(pipe, step, timestep, tensors):
+        progress((step + 1, job.steps), desc=f"Denoising step {step + 1}/{job.steps}")
+        if stop.is_set():
+            pipe._interrupt = True
+        return tensors
 
-    def cancel(request: gr.Request):
-        cancel_flags.flag(request.session_hash).set()
-        gr.Info("Cancelling at the next denoising step…")
+    with warnings_to_page():
+        output = model.pipe(
+            image=job.subject,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            height=job.height,
+            width=job.width,
+            num_frames=job.frames,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            use_dynamic_cfg=job.dynamic_cfg,
+            seed=job.seed,
+            remove_background=job.remove_background,
+            callback_on_step_end=on_step,
+        )
+    if output.interrupted:
+        return None, output.seed
+    return save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=job.fps), output.seed
 
-    def generate(
+
+class Handlers:
+    """The page's generation and session handlers, bound to one model.
+
+    Methods rather than partials, so Gradio sees their `gr.Request` and `gr.Progress` parameters;
+    per-request state lives in each call (and in `runs` while a run lasts), never on this object.
+    """
+
+    def __init__(self, model: Model, output_dir: Path, render_fn=render):
+        self.model, self.output_dir, self.render_fn = model, output_dir, render_fn
+        self.runs = ActiveRuns()
+
+    async def generate(
+        self,
         subject,
         prompt,
         negative_prompt,
@@ -166,63 +275,184 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
         resolution,
         seed,
         random_seed,
-        request: gr.Request,
+        request: gr.Request = None,
         progress=gr.Progress(),
     ):
-        if model.pipe is None:
-            raise gr.Error(model.unavailable)
-        if not subject:
-            raise gr.Error("Upload a photo of your subject first.")
-        flag = cancel_flags.flag(request.session_hash) if request and request.session_hash else threading.Event()
-        height, width = parse_resolution(resolution)
-        steps = int(steps)
-
-        def on_step(pipe, step, timestep, tensors):
-            progress((step + 1, steps), desc=f"Denoising step {step + 1}/{steps}")
-            if flag.is_set():
-                pipe._interrupt = True
-            return tensors
-
-        started = time.perf_counter()
+        """The page's (and the API's) generation: checks, then the model in a worker thread that stops with the
+        request: Cancel and a client's `job.cancel()` cancel this coroutine, a closed session calls `end_session`.
+        It returns only once the model is free, so the queue never starts a run beside a stopping one."""
+        model, started = self.model, time.perf_counter()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", S2VWarning)
-                output = model.pipe(
-                    image=subject,
-                    prompt=prompt,
-                    negative_prompt=negative_prompt,
-                    height=height,
-                    width=width,
-                    num_frames=int(frames),
-                    num_inference_steps=steps,
-                    guidance_scale=float(guidance),
-                    use_dynamic_cfg=bool(dynamic_cfg),
-                    seed=None if random_seed else whole_number(seed),
-                    remove_background=bool(remove_background),
-                    callback_on_step_end=on_step,
-                )
-                show_warnings(caught)
-                if output.interrupted:
-                    gr.Warning("Cancelled: the run stopped before its last denoising step.")
-                    return None, "Cancelled.", status_line(), seed
-                prune(output_dir)
-                path = save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=int(fps))
+            job = check_job(
+                model,
+                subject,
+                prompt,
+                negative_prompt,
+                remove_background,
+                steps,
+                guidance,
+                dynamic_cfg,
+                frames,
+                fps,
+                resolution,
+                seed,
+                random_seed,
+            )
+            with self.runs.run(request.session_hash if request else None) as stop:
+                path, used_seed = await self._run(job, stop, progress)
         except S2VError as error:
             raise gr.Error(str(error)) from None
+        except (asyncio.CancelledError, gr.Error):
+            raise
         except Exception:
             log.exception("generation failed")
             raise gr.Error("Something went wrong on the server (details are in its log). Please try again.") from None
+        finally:
+            prune(self.output_dir)
+        if path is None:
+            gr.Warning("Cancelled: the run stopped before its last denoising step.")
+            return None, "Cancelled.", status_line(model), seed
         seconds = time.perf_counter() - started
-        status["last"] = f"{seconds:.1f} s"
-        settings = (
-            f"**Prompt** {prompt}  \n**Seed** {output.seed} · **Steps** {steps} · **Guidance** {guidance}"
-            f"{' (dynamic)' if dynamic_cfg else ''} · **Frames** {frames} @ {fps} fps · **Size** {height}x{width}"
-            f" · **Time** {seconds:.1f} s"
-        )
-        return str(path), settings, status_line(), output.seed
+        return str(path), run_settings(job, used_seed, seconds), status_line(model, seconds), used_seed
 
+    async def _run(self, job: Job, stop: threading.Event, progress) -> tuple[Path | None, int]:
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self.render_fn, self.model, job, self.output_dir, stop, progress)
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await finish_stopped(work, stop)
+            raise
+
+    def end_session(self, request: gr.Request) -> None:
+        """A closed tab or a disconnected client: its runs stop, so no GPU works minutes for nobody."""
+        self.runs.stop(request.session_hash)
+
+
+async def finish_stopped(work: asyncio.Future, stop: threading.Event) -> None:
+    """Stop a run whose request was cancelled and wait (through further cancels) until the model is free."""
+    stop.set()
+    while not work.done():
+        try:
+            await asyncio.wait({work})
+        except asyncio.CancelledError:
+            continue
+    if not work.cancelled() and work.exception() is not None:
+        log.warning("a cancelled run failed: %s", work.exception())
+
+
+def preview(subject, resolution, remove_background):
+    """Exactly what the model will see, shown beside the upload."""
+    if not subject:
+        return None
+    try:
+        height, width = parse_resolution(resolution)
+        with warnings_to_page():
+            return prepare_subject(subject, width, height, remove_background=bool(remove_background))
+    except S2VError as error:
+        gr.Warning(str(error))
+        return None
+
+
+def cancelled() -> str:
+    gr.Info("Cancelling at the next denoising step…")
+    return "Cancelled."
+
+
+def run_settings(job: Job, seed: int, seconds: float) -> str:
+    return (
+        f"**Prompt** {job.prompt}  \n**Seed** {seed} · **Steps** {job.steps} · **Guidance** {job.guidance:g}"
+        f"{' (dynamic)' if job.dynamic_cfg else ''} · **Frames** {job.frames} @ {job.fps} fps · "
+        f"**Size** {job.height}x{job.width} · **Time** {seconds:.1f} s"
+    )
+
+
+def status_line(model: Model, seconds: float | None = None) -> str:
+    device = resolve_device(model.settings.device)
+    memory = f"offload {model.settings.offload}, quantize {model.settings.quantize}"
+    last = "no run yet" if seconds is None else f"{seconds:.1f} s"
+    return f"**Device** {device} · **Model** {model.label} · **Memory** {memory} · **Last run** {last}"
+
+
+_page_warnings: ContextVar[list[str] | None] = ContextVar("s2v_page_warnings", default=None)
+
+
+@contextmanager
+def warnings_to_page() -> Iterator[None]:
+    """Show the s2v warnings raised inside the block to the request that raised them.
+
+    `warnings.catch_warnings` swaps process-wide state, so concurrent requests (a preview
+    beside a generation) would lose or swap each other's warnings; instead one process-wide
+    hook hands each warning to the list of the context (request) it was raised in.
+    """
+    _route_s2v_warnings()
+    caught: list[str] = []
+    token = _page_warnings.set(caught)
+    try:
+        yield
+    finally:
+        _page_warnings.reset(token)
+        for message in caught:
+            gr.Warning(message)
+
+
+def _route_s2v_warnings() -> None:
+    """Install the hook (again, if something such as a test harness restored the default)."""
+    if getattr(warnings.showwarning, "s2v_router", False):
+        return
+    shown = warnings.showwarning
+
+    def route(message, category, *args, **kwargs):
+        caught = _page_warnings.get()
+        if caught is not None and issubclass(category, S2VWarning):
+            caught.append(str(message))
+        else:
+            shown(message, category, *args, **kwargs)
+
+    route.s2v_router = True
+    warnings.filterwarnings("always", category=S2VWarning)
+    warnings.showwarning = route
+
+
+class SubjectImage(gr.Image):
+    """The upload, handed over as its path after Gradio reads only its header (`image_mode=None`); a header
+    past PIL's bomb limit is refused here in words, where Gradio would show a bare "Error"."""
+
+    is_template = True  # drawn by the page as a plain gr.Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError:
+            raise gr.Error(
+                f"The subject image has far more pixels than the {MAX_SUBJECT_PIXELS // 1_000_000} MP s2v accepts; "
+                "scale it down first."
+            ) from None
+
+
+class NumberSlider(gr.Slider):
+    """A slider whose value reaches `check_job` as sent, so an API client's NaN, 0 or 1e9 gets the same
+    message naming the field as everything else (Gradio's own bounds check names no field and lets NaN by)."""
+
+    is_template = True  # drawn by the page as a plain gr.Slider
+
+    def preprocess(self, payload):
+        return payload
+
+
+def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
+    """The page: inputs on the left, the video on the right, a status line underneath."""
+    if output_dir is None:
+        output_dir = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=gr.Video().GRADIO_CACHE))
+        atexit.register(shutil.rmtree, output_dir, True)
+    output_dir = Path(output_dir)
+    handlers = Handlers(model, output_dir)
     if spaces is not None:
-        generate = spaces.GPU(duration=lambda *args, **kwargs: gpu_seconds(args[4], args[7]))(generate)
+        handlers.render_fn = spaces.GPU(duration=lambda model, job, *rest: gpu_seconds(job.steps, job.frames))(render)
+    preset = model.preset
+    resolutions = [f"{h}x{w}" for h, w in preset.resolutions]
+    frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
 
     with gr.Blocks(title="s2v — subject-driven video", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
@@ -230,24 +460,17 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
             "Upload a photo of a subject (a toy, a pet, a product), say what it should do, and get a short "
             "video of *that* subject doing it. Method: [arXiv 2504.17816](https://arxiv.org/abs/2504.17816)."
         )
-        if preset.name == "nano":
-            gr.Markdown(
-                "> **s2v-nano.** This machine has no CUDA GPU, so the page serves s2v-nano: the same method and code, "
-                "trained on this project's miniature world of toy subjects on a CPU (48x48 pixels, 9 frames). "
-                "It draws the subject you upload when it is one of that world's shapes; see the words it knows below."
-            )
-        if preset.wiring_check:
-            gr.Markdown(
-                f"> **Wiring demo.** This machine has no CUDA GPU, so the page runs the *{preset.name}* preset: "
-                "a tiny random-weight model that exercises the whole pipeline but draws noise, not your subject."
-            )
-        if model.unavailable:
-            gr.Markdown(f"> **Generation is off.** {model.unavailable}")
+        for note in page_notes(model):
+            gr.Markdown(note)
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    subject = gr.Image(
-                        label="Subject photo", type="filepath", sources=["upload", "clipboard"], elem_id="subject"
+                    subject = SubjectImage(
+                        label="Subject photo",
+                        type="filepath",
+                        image_mode=None,  # s2v decodes it once, alpha included, after checking its size
+                        sources=["upload", "clipboard"],
+                        elem_id="subject",
                     )
                     seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
                 remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
@@ -263,21 +486,30 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                     )
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 with gr.Accordion("Generation settings", open=False):
-                    negative_prompt = gr.Textbox(label="Negative prompt", placeholder="blurry, low quality")
+                    negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="blurry, low quality")
                     with gr.Row():
-                        steps = gr.Slider(
-                            1, 200, value=preset.num_inference_steps, step=1, label="Denoising steps", elem_id="steps"
+                        steps = NumberSlider(
+                            *STEPS_RANGE,
+                            value=preset.num_inference_steps,
+                            step=1,
+                            label=LABELS["steps"],
+                            elem_id="steps",
                         )
-                        guidance = gr.Slider(1, 15, value=preset.guidance_scale, step=0.5, label="Guidance")
+                        guidance = NumberSlider(
+                            *GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"]
+                        )
                     dynamic_cfg = gr.Checkbox(label="Dynamic guidance (cosine schedule)", value=False)
                     with gr.Row():
                         frames = gr.Dropdown(
-                            frame_choices, value=min(preset.num_frames, frame_choices[-1]), label="Frames"
+                            frame_choices,
+                            value=min(preset.num_frames, frame_choices[-1]),
+                            label=LABELS["frames"],
+                            allow_custom_value=True,  # checked by check_job, which names the field
                         )
-                        fps = gr.Slider(4, 24, value=preset.fps, step=1, label="Frames per second")
+                        fps = NumberSlider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"])
                         resolution = gr.Dropdown(resolutions, value=resolutions[0], label="Size (height x width)")
                     with gr.Row():
-                        seed = gr.Number(value=42, precision=0, minimum=0, label="Seed")
+                        seed = gr.Number(value=42, precision=None, label=LABELS["seed"])
                         random_seed = gr.Checkbox(value=True, label="Random seed")
             with gr.Column():
                 video = gr.Video(
@@ -291,10 +523,17 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
             inputs=[subject, prompt],
             label="Examples",
         )
-        status_shown = gr.Markdown(status_line(), elem_id="status")
+        status_shown = gr.Markdown(status_line(model), elem_id="status")
 
         for trigger in (subject.change, resolution.change, remove_background.change):
-            trigger(preview, [subject, resolution, remove_background], seen, queue=False, api_visibility="private")
+            trigger(
+                preview,
+                [subject, resolution, remove_background],
+                seen,
+                api_visibility="private",
+                concurrency_limit=PREVIEW_CONCURRENCY,
+                concurrency_id="preview",
+            )
         inputs = [
             subject,
             prompt,
@@ -309,44 +548,62 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
             seed,
             random_seed,
         ]
-        run.click(arm, None, None, queue=False, api_visibility="private").then(
-            generate,
+        generation = run.click(
+            handlers.generate,
             inputs,
             [video, settings_shown, status_shown, seed],
             api_name="generate",
             concurrency_limit=1,
             concurrency_id="model",
         )
-        stop.click(cancel, None, None, queue=False, api_visibility="private")
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+        stop.click(cancelled, None, settings_shown, cancels=[generation], queue=False, api_visibility="private")
+        demo.unload(handlers.end_session)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)  # no route around the queue
     return demo
 
 
-def prune(folder: Path, max_age: float = 3600.0) -> None:
-    """Drop our videos older than an hour: Gradio has served its own copy by then."""
+def page_notes(model: Model) -> list[str]:
+    """What this server can and cannot do, said at the top of the page."""
+    notes = []
+    if model.preset.name == "nano":
+        notes.append(
+            "> **s2v-nano.** This machine has no CUDA GPU, so the page serves s2v-nano: the same method and code, "
+            "trained on this project's miniature world of toy subjects on a CPU (48x48 pixels, 9 frames). "
+            "It draws the subject you upload when it is one of that world's shapes; see the words it knows below."
+        )
+    if model.preset.wiring_check:
+        notes.append(
+            f"> **Wiring demo.** This machine has no CUDA GPU, so the page runs the *{model.preset.name}* preset: "
+            "a tiny random-weight model that exercises the whole pipeline but draws noise, not your subject."
+        )
+    if model.unavailable:
+        notes.append(f"> **Generation is off.** {model.unavailable}")
+    return notes
+
+
+def prune(folder: Path, max_age: float = VIDEO_MAX_AGE) -> None:
+    """Drop our videos older than `max_age`, after every request whatever its outcome."""
     cutoff = time.time() - max_age
     for video in folder.glob("*.mp4"):
-        if video.stat().st_mtime < cutoff:
-            video.unlink(missing_ok=True)
+        try:
+            if video.stat().st_mtime < cutoff:
+                video.unlink(missing_ok=True)
+        except FileNotFoundError:  # pruned by Gradio's own cache timer meanwhile
+            continue
 
 
-def parse_resolution(choice: str) -> tuple[int, int]:
+def parse_resolution(choice) -> tuple[int, int]:
     """ "480x720" -> (480, 720); the dropdown only lets through its own choices."""
-    height, width = (int(side) for side in choice.split("x"))
+    height, width = (int(side) for side in str(choice).split("x"))
     return height, width
 
 
-def whole_number(value) -> int:
-    """A seed from the number box (which already rounds and refuses negatives); 0 is a seed."""
-    if value is None or value == "":
-        raise S2VError("Enter a seed, or tick Random seed.")
-    return int(value)
-
-
-def show_warnings(caught: list[warnings.WarningMessage]) -> None:
-    for warning in caught:
-        if issubclass(warning.category, S2VWarning):
-            gr.Warning(str(warning.message))
+def configure_process() -> None:
+    """Process-wide settings that only the app may choose (a library must not change them for its users):
+    PIL's bomb limit at s2v's subject limit, wherever this process decodes an image; and a heartbeat short
+    enough that a closed tab or a dead client is noticed within seconds, so its run stops (unless set)."""
+    Image.MAX_IMAGE_PIXELS = MAX_SUBJECT_PIXELS
+    os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT_SECONDS))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -376,10 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     except S2VError as error:
         print(f"error: {error}")
         return 2
+    configure_process()
     demo = build_demo(model)
-    demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD, show_error=True
-    )
+    # show_error stays off: Gradio's own exception texts carry server paths; s2v's messages arrive as gr.Error.
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD)
     return 0
 
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .errors import S2VError, S2VWarning
+from .numbers import real_number, whole_number
 from .presets import PRESETS
 
 EXIT_USER_ERROR = 2
@@ -39,10 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     from .loading import load_pipeline
-    from .video import save_video, video_format
+    from .pipeline import MAX_SEED, MAX_STEPS
+    from .video import check_output, save_video
 
     preset = PRESETS[args.preset]
-    video_format(args.out)  # a bad output name fails before minutes of generation
+    shape, fps = _video_shape(args, preset)  # impossible numbers and unwritable paths fail before any loading
+    steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 1, MAX_STEPS)
+    guidance = real_number(_given(args.guidance, preset.guidance_scale), "--guidance", 0.0)
+    seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
+    check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
     pipe = load_pipeline(_load_settings(args))
@@ -51,16 +57,14 @@ def generate(args: argparse.Namespace) -> int:
         image=args.subject,
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
-        height=args.height or preset.height,
-        width=args.width or preset.width,
-        num_frames=args.frames or preset.num_frames,
-        num_inference_steps=args.steps or preset.num_inference_steps,
-        guidance_scale=preset.guidance_scale if args.guidance is None else args.guidance,
+        **shape,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
         use_dynamic_cfg=args.dynamic_cfg,
-        seed=args.seed,
+        seed=seed,
         remove_background=args.remove_background,
     )
-    path = save_video(output.frames, args.out, fps=args.fps or preset.fps)
+    path = save_video(output.frames, args.out, fps=fps)
     seconds = time.perf_counter() - started
     print(f"wrote {path} ({len(output.frames)} frames, seed {output.seed}, {seconds:.1f} s)")
     return 0
@@ -96,12 +100,16 @@ def eval_nano(args: argparse.Namespace) -> int:
 
     from .loading import load_pipeline
     from .nano.evaluate import CHANCE, CONDITIONS, EvalSettings, evaluate
+    from .pipeline import MAX_STEPS
 
     conditions = tuple(args.conditions.split(","))
     if set(conditions) - set(CONDITIONS) or not conditions:
         raise S2VError(f"--conditions takes a comma-separated list of {', '.join(CONDITIONS)}.")
-    if args.limit is not None and args.limit < 1:
-        raise S2VError(f"--limit must be at least 1, not {args.limit}.")
+    if args.limit is not None:
+        whole_number(args.limit, "--limit", 1)
+    whole_number(args.steps, "--steps", 1, MAX_STEPS)
+    real_number(args.guidance, "--guidance", 0.0)
+    whole_number(args.batch_size, "--batch-size", 1)
     if args.out:
         _check_json_path(args.out)
     pipe = load_pipeline(_load_settings(args))
@@ -134,19 +142,19 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import MetricModels, Protocol, Scorers, read_items, run
     from .loading import effective_lora, load_pipeline, resolve_device
     from .metrics import CLIP_MODEL, DINO_MODEL
+    from .pipeline import MAX_SEED, MAX_STEPS
 
-    items = read_items(args.subjects, args.prompts)
     preset, settings = PRESETS[args.preset], _load_settings(args)
+    shape, fps = _video_shape(args, preset)
+    items = read_items(args.subjects, args.prompts)
     protocol = Protocol(
         model=args.model or preset.model or preset.name,
         lora=effective_lora(settings),
-        height=args.height or preset.height,
-        width=args.width or preset.width,
-        num_frames=args.frames or preset.num_frames,
-        fps=args.fps or preset.fps,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
+        **shape,
+        fps=fps,
+        steps=whole_number(args.steps, "--steps", 1, MAX_STEPS),
+        guidance=real_number(args.guidance, "--guidance", 0.0),
+        seed=whole_number(args.seed, "--seed", 0, MAX_SEED),
         lora_alpha=args.lora_alpha,
         lora_scale=args.lora_scale,
         dtype=args.dtype,
@@ -166,6 +174,28 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     print((args.out / "table.md").read_text(), end="")
     print(f"{len(items)} videos; tables and per-video scores in {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def _given(value, default):
+    """The flag's value, or the default when the flag is absent: a 0 the user typed is kept (and checked)."""
+    return default if value is None else value
+
+
+def _video_shape(args: argparse.Namespace, preset) -> tuple[dict, int]:
+    """--height/--width/--frames (pipeline keywords) and --fps, each the preset's when absent, checked up front.
+
+    Multiples of the model's grid and its frame limit are the pipeline's to check once it is loaded;
+    everything that needs no model (0, negatives, 8k+1) is refused here, before minutes of loading.
+    """
+    frames = whole_number(_given(args.frames, preset.num_frames), "--frames", 1)
+    if frames < 9 or (frames - 1) % 8:
+        raise S2VError(f"--frames must be 8k+1 (9, 17, 25, ...), not {frames}: other counts decode wrongly.")
+    shape = dict(
+        height=whole_number(_given(args.height, preset.height), "--height", 1),
+        width=whole_number(_given(args.width, preset.width), "--width", 1),
+        num_frames=frames,
+    )
+    return shape, whole_number(_given(args.fps, preset.fps), "--fps", 1)
 
 
 def _check_json_path(path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +18,16 @@ from PIL import Image
 
 from .errors import S2VError, S2VWarning
 from .model import check_supported, predict
+from .numbers import is_whole, real_number, whole_number
 from .subject import SubjectSource, prepare_subject
 from .text import REFERENCE_TOKEN, add_reference_token, strip_reference_token, with_reference_token
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 MAX_SIDE = 2048
 MAX_SEED = 2**64 - 1
+MAX_STEPS = 1000
+TRUNCATION_QUOTE = 8
+"""Tokens of an over-long prompt's ignored part quoted in the warning."""
 
 
 @dataclass
@@ -43,6 +49,23 @@ class S2VPipelineOutput(BaseOutput):
     interrupted: bool
 
 
+def one_run_at_a_time(call):
+    """Serialise calls on one pipeline object: a second thread waits until the first run ends.
+
+    A pipeline keeps per-run state on itself (the interrupt flag, the guidance scale, the
+    scheduler's timesteps, a cache's hooks), so two interleaved runs would corrupt each other's
+    video and one's interrupt would stop the other. Every caller (the app, the CLI, a library
+    user's threads) goes through here, so the guard holds by construction.
+    """
+
+    @functools.wraps(call)
+    def guarded(self, *args, **kwargs):
+        with self._run_lock:
+            return call(self, *args, **kwargs)
+
+    return guarded
+
+
 class S2VPipeline(CogVideoXPipeline):
     """CogVideoX text-to-video with the subject image entering as reference tokens.
 
@@ -59,12 +82,14 @@ class S2VPipeline(CogVideoXPipeline):
         check_supported(transformer)
         self.reference_token_id = add_reference_token(tokenizer, text_encoder)
         self.lora_info = None  # set by s2v.loading.load_pipeline when a LoRA is loaded
+        self._run_lock = threading.Lock()
 
     @property
     def frame_choices(self) -> list[int]:
         """Frame counts the VAE decodes exactly: 8k+1, from 9 up to the model's limit."""
         return list(range(9, self.transformer.config.sample_frames + 1, 8))
 
+    @one_run_at_a_time
     @torch.no_grad()
     def __call__(
         self,
@@ -95,7 +120,8 @@ class S2VPipeline(CogVideoXPipeline):
         latent-frame count decodes to the wrong length. Height and width must be
         multiples of 16. Pass `seed` or `generator`, not both; with neither, a random
         seed is drawn and returned. A callback that sets `pipe._interrupt = True` stops
-        the run at the next step (frames are then None).
+        the run at the next step (frames are then None). Calls from several threads run one
+        after another, each from a clean state (see `one_run_at_a_time`).
         """
         # 1. Check every input before any work is done
         config = self.transformer.config
@@ -120,10 +146,7 @@ class S2VPipeline(CogVideoXPipeline):
         if generator is None:
             seed = secrets.randbelow(2**32) if seed is None else seed  # small enough to show and retype anywhere
             generator = torch.Generator("cpu").manual_seed(seed)
-        self._guidance_scale = guidance_scale
-        self._attention_kwargs = attention_kwargs
-        self._current_timestep = None
-        self._interrupt = False
+        self._reset_run_state(guidance_scale, attention_kwargs)
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
 
@@ -226,6 +249,17 @@ class S2VPipeline(CogVideoXPipeline):
         output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
         return output if return_dict else output.to_tuple()
 
+    def _reset_run_state(self, guidance_scale: float, attention_kwargs: dict | None) -> None:
+        """Forget everything an earlier run (finished, interrupted or failed) left on the pipeline."""
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
+        self._num_timesteps = None
+        self._interrupt = False
+        for component in self.components.values():
+            if hasattr(component, "_reset_stateful_cache"):  # diffusers' cache hooks, as maybe_free_model_hooks does
+                component._reset_stateful_cache()
+
     def encode_reference(self, subject: Image.Image, generator: torch.Generator) -> torch.Tensor:
         """The subject as a one-frame latent clip `[1, 1, C, h, w]`, scaled by the VAE's factor."""
         latent = self.reference_distribution(subject).sample(generator=generator)
@@ -269,26 +303,20 @@ class S2VPipeline(CogVideoXPipeline):
         self._warn_if_truncated(strip_reference_token(negative_prompt), "negative prompt")
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
         for name, value in (("height", height), ("width", width)):
-            if not _is_int(value) or value < multiple or value > MAX_SIDE or value % multiple:
+            if not is_whole(value, multiple, MAX_SIDE) or value % multiple:
                 raise S2VError(
                     f"{name} must be a multiple of {multiple} between {multiple} and {MAX_SIDE}, not {value}."
                 )
         max_frames = self.transformer.config.sample_frames
-        if not _is_int(num_frames) or num_frames < 9 or num_frames > max_frames or (num_frames - 1) % 8:
+        if not is_whole(num_frames, 9, max_frames) or (num_frames - 1) % 8:
             raise S2VError(
                 f"num_frames must be 8k+1 between 9 and {max_frames} (9, 17, 25, ...), not {num_frames}: "
                 "other counts decode to the wrong length."
             )
-        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= 1000:
-            raise S2VError(f"num_inference_steps must be a whole number from 1 to 1000, not {num_inference_steps}.")
-        if (
-            isinstance(guidance_scale, bool)
-            or not isinstance(guidance_scale, (int, float))
-            or not (math.isfinite(guidance_scale) and guidance_scale >= 0)
-        ):
-            raise S2VError(f"guidance_scale must be a number >= 0, not {guidance_scale}.")
-        if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
-            raise S2VError(f"seed must be a whole number from 0 to {MAX_SEED}, not {seed}.")
+        whole_number(num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+        real_number(guidance_scale, "guidance_scale", 0.0)
+        if seed is not None:
+            whole_number(seed, "seed", 0, MAX_SEED)
         if seed is not None and generator is not None:
             raise S2VError("Pass either a seed or a generator, not both.")
         if output_type not in OUTPUT_TYPES:
@@ -308,11 +336,17 @@ class S2VPipeline(CogVideoXPipeline):
             warnings.warn(f"The model does not know these words and reads them as unknown: {words}.", S2VWarning)
 
     def _warn_if_truncated(self, text: str, what: str) -> None:
+        """Say where the text is cut, quoting only the start of the ignored part: the user wrote the rest."""
         limit = self.transformer.config.max_text_seq_length
         ids = self.tokenizer(text, add_special_tokens=True).input_ids
         if len(ids) > limit:
-            dropped = self.tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
-            warnings.warn(f"The {what} is longer than {limit} tokens; this part is ignored: {dropped!r}", S2VWarning)
+            dropped = ids[limit - 1 : -1]
+            start = self.tokenizer.decode(dropped[:TRUNCATION_QUOTE], skip_special_tokens=True)
+            more = "..." if len(dropped) > TRUNCATION_QUOTE else ""
+            warnings.warn(
+                f"The {what} is longer than {limit} tokens; its last {len(dropped)} are ignored, from {start!r}{more}",
+                S2VWarning,
+            )
 
 
 def _as_batch(image, prompt) -> tuple[list, list, bool]:
@@ -324,7 +358,3 @@ def _as_batch(image, prompt) -> tuple[list, list, bool]:
     if not prompt or len(prompt) != len(image):
         raise S2VError(f"A batch needs as many subjects as prompts, at least one: got {len(image)} and {len(prompt)}.")
     return image, prompt, True
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -6,6 +6,7 @@ same function for its preview, so what the user sees is what the model gets.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from functools import lru_cache
@@ -24,6 +25,8 @@ small file that claims more is a decompression bomb."""
 
 WHITE = (255, 255, 255)
 DEFAULT_BACKGROUND_MODEL = "u2net"
+
+log = logging.getLogger(__name__)
 
 
 def prepare_subject(
@@ -69,10 +72,13 @@ def fit_to_frame(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def remove_subject_background(image: Image.Image, model: str = DEFAULT_BACKGROUND_MODEL) -> Image.Image:
     """Cut the subject out onto white with rembg; if that cannot run, warn and keep the image."""
+    session = _background_session(model)
     try:
+        if isinstance(session, str):
+            raise RuntimeError(session)
         from rembg import remove
 
-        cutout = remove(image, session=_background_session(model))
+        cutout = remove(image, session=session)
     except Exception as error:  # rembg raises anything from pooch, requests or onnxruntime
         warnings.warn(
             f"Background removal skipped, the image is used as it is: rembg model '{model}' is "
@@ -86,12 +92,20 @@ def remove_subject_background(image: Image.Image, model: str = DEFAULT_BACKGROUN
 
 @lru_cache(maxsize=2)
 def _background_session(model: str):
-    """One rembg session per model (loading it costs seconds); a path means a custom .onnx."""
-    from rembg import new_session
+    """One rembg session per model (loading it costs seconds); a path means a custom .onnx.
 
-    if model.endswith(".onnx"):
-        return new_session("u2net_custom", model_path=model)
-    return new_session(model)
+    A model that cannot load gives the reason instead, kept for the process: a failed download
+    is tried once, not again on every request (restart to try again).
+    """
+    try:
+        from rembg import new_session
+
+        if model.endswith(".onnx"):
+            return new_session("u2net_custom", model_path=model)
+        return new_session(model)
+    except Exception as error:
+        log.warning("rembg model %r is unavailable, background removal is off: %s", model, first_line(error))
+        return first_line(error)
 
 
 def _open_file(path: Path) -> Image.Image:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import S2VError, first_line
+from .numbers import whole_number
 
 Frames = Sequence[Image.Image] | np.ndarray
 VIDEO_FORMATS = ("mp4", "gif", "png")
@@ -32,19 +33,39 @@ def video_format(path: str | os.PathLike) -> str:
     raise S2VError(f"Cannot write '{path}': use a .mp4 or .gif name, or a folder name for PNG frames.")
 
 
+def check_output(path: str | os.PathLike) -> str:
+    """Refuse a path the video could not be written to, before minutes of generation; returns its format.
+
+    The parent folder is created (as the writer would) and a scratch file made in it, so a parent
+    that is a file, a read-only disk or a missing permission fails here, not after the run.
+    """
+    path = Path(path)
+    kind = video_format(path)
+    if kind == "png" and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise S2VError(f"{path} already exists and is not an empty folder; choose a new folder for PNG frames.")
+    if kind != "png" and path.is_dir():
+        raise S2VError(f"{path} is a folder; name a .{kind} file.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise S2VError(f"Cannot write {path}: {first_line(error)}.") from None
+    return kind
+
+
 def save_video(frames: Frames, path: str | os.PathLike, fps: int = 8) -> Path:
     """Write `frames` to `path` in the format its name asks for; returns the path."""
     path = Path(path)
-    kind = video_format(path)
-    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
-        raise S2VError(f"fps must be a whole number of at least 1, not {fps}.")
+    kind = check_output(path)
+    fps = whole_number(fps, "fps", 1)
     array = frames_to_uint8(frames)
     if kind == "mp4" and (array.shape[1] % 2 or array.shape[2] % 2):
         raise S2VError(f"H.264 needs even frame sizes; got {array.shape[2]}x{array.shape[1]}.")
-    if kind == "png" and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise S2VError(f"{path} already exists and is not an empty folder; choose a new folder for PNG frames.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[kind](array, path, fps)
+    try:
+        {"mp4": _write_mp4, "gif": _write_gif, "png": _write_png_frames}[kind](array, path, fps)
+    except OSError as error:  # a disk that filled up or vanished during the write
+        raise S2VError(f"Could not write {path}: {first_line(error)}.") from None
     return path
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -10,12 +12,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import imageio_ffmpeg
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, ImageFile
+from raw_client import RawSession, error_text
 
 import app
 from s2v import prepare_subject
@@ -55,7 +59,21 @@ class StepCounter:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def started_as_the_app_starts():
+    """`app.configure_process()` as `python app.py` runs it (heartbeat shortened for tests), undone afterwards."""
+    pixels, heartbeat = Image.MAX_IMAGE_PIXELS, os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
+    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "0.5"
+    app.configure_process()
+    yield
+    Image.MAX_IMAGE_PIXELS = pixels
+    if heartbeat is None:
+        del os.environ["GRADIO_HEARTBEAT_INTERVAL"]
+    else:
+        os.environ["GRADIO_HEARTBEAT_INTERVAL"] = heartbeat
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, started_as_the_app_starts):
     """The app on 127.0.0.1 with the tiny preset, launched once for this module."""
     model = app.load_model(app.parse_args(["--preset", "tiny"]))
     counter = StepCounter(model.pipe.transformer)
@@ -66,6 +84,10 @@ def served(tmp_path_factory):
     )
     yield f"http://127.0.0.1:{port}/", model, counter
     demo.close()
+
+
+def handlers_of(demo) -> app.Handlers:
+    return next(fn.fn for fn in demo.fns.values() if fn.name == "generate").__self__
 
 
 def generate_args(prompt="a cat surfing", steps=2, frames=9, resolution="64x96", seed=0, random_seed=False):
@@ -105,14 +127,208 @@ def test_random_seed_reports_the_seed_used_and_it_reproduces(served):
     [
         ({"prompt": ""}, "Write a prompt"),
         ({"resolution": "64 by 96"}, "not in the list of choices"),
-        ({"seed": -3}, "less than minimum value 0"),
+        ({"seed": -3}, "Seed must be a whole number from 0"),
         ({"seed": None}, "Enter a seed, or tick Random seed"),
-        ({"frames": 12}, "not in the list of choices"),
+        ({"frames": 12}, "Frames must be one of 9, 17"),
     ],
 )
 def test_bad_inputs_come_back_as_clear_errors(served, override, message):
     with pytest.raises(AppError, match=message):
         Client(served[0], verbose=False).predict(*generate_args(**override), api_name="/generate")
+
+
+def raw_fields(upload: dict, **override) -> list:
+    """The /generate inputs in page order, as a raw client sends them (NaN and Infinity included)."""
+    fields = dict(subject=upload, prompt="a cat surfing", negative_prompt="", remove_background=False, steps=2)
+    fields.update(guidance=6, dynamic_cfg=False, frames=9, fps=8, resolution="64x96", seed=0, random_seed=False)
+    fields.update(override)
+    return list(fields.values())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"steps": math.nan}, "Denoising steps must be a whole number from 1 to 200, not nan"),
+        ({"steps": 0}, "Denoising steps must be .*not 0"),
+        ({"steps": 1e9}, "Denoising steps must be"),
+        ({"steps": 2.5}, "Denoising steps must be a whole number"),
+        ({"fps": math.nan}, "Frames per second must be .*not nan"),
+        ({"fps": 0}, "Frames per second must be .*not 0"),
+        ({"fps": -8}, "Frames per second must be"),
+        ({"guidance": math.inf}, "Guidance must be a number from 0.0 to 15.0, not inf"),
+        ({"guidance": -1}, "Guidance must be"),
+        ({"seed": math.nan}, "Seed must be a whole number .*not nan"),
+        ({"seed": 1.5}, "Seed must be a whole number"),
+        ({"seed": "7"}, "Seed must be a whole number"),
+        ({"frames": 0}, "Frames must be one of 9, 17"),
+        ({"frames": math.nan}, "Frames must be one of"),
+    ],
+)
+def test_every_bad_number_from_a_raw_client_names_its_field_before_any_work(served, override, message):
+    url, _, counter = served
+    session = RawSession(url, heartbeat=False)
+    before = counter.calls
+    reply = session.call("generate", raw_fields(session.upload(EXAMPLE), **override))
+    assert reply["success"] is False and re.search(message, error_text(reply))
+    assert "Traceback" not in error_text(reply) and counter.calls == before
+
+
+def test_a_zero_seed_and_zero_guidance_are_used_as_given(served):
+    video, settings, _, seed = Client(served[0], verbose=False).predict(
+        *generate_args(seed=0)[:5], 0, *generate_args(seed=0)[6:], api_name="/generate"
+    )
+    assert seed == 0 and "**Seed** 0" in settings and "**Guidance** 0 " in settings and Path(video).is_file()
+
+
+def test_the_api_needs_only_the_subject_and_the_prompt(served):
+    client = Client(served[0], verbose=False)
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+    required = [p["parameter_name"] for p in parameters if not p["parameter_has_default"]]
+    assert required == ["subject", "prompt"]
+    video, settings, _, _ = client.predict(handle_file(str(EXAMPLE)), "a cat", api_name="/generate")
+    preset = app.PRESETS["tiny"]
+    assert mp4_facts(video)[0] == preset.num_frames and f"**Steps** {preset.num_inference_steps}" in settings
+
+
+def test_the_rest_route_around_the_queue_is_closed(served):
+    response = httpx.post(served[0] + "gradio_api/run/generate", json={"data": generate_args()}, timeout=30)
+    assert response.status_code == 404 and "join the queue" in response.text
+
+
+def frames_of(path) -> bytes:
+    return b"".join(list(imageio_ffmpeg.read_frames(str(path), output_params=["-f", "rawvideo"]))[1:])
+
+
+def test_videos_made_beside_other_requests_equal_the_same_videos_made_alone(served):
+    url = served[0]
+    solo = frames_of(Client(url, verbose=False).predict(*generate_args(steps=20, seed=11), api_name="/generate")[0])
+    results, threads = {}, []
+
+    def request(name, steps, seed):
+        results[name] = Client(url, verbose=False).predict(*generate_args(steps=steps, seed=seed), api_name="/generate")
+
+    def rest():
+        results["rest"] = httpx.post(url + "gradio_api/run/generate", json={"data": generate_args()}, timeout=30)
+
+    for target, args in ((request, ("short", 3, 5)), (request, ("long", 20, 11)), (rest, ()), (request, ("b", 3, 7))):
+        threads.append(threading.Thread(target=target, args=args))
+        threads[-1].start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert frames_of(results["long"][0]) == solo
+    assert results["rest"].status_code == 404
+
+
+def test_a_client_cancel_stops_denoising_and_frees_the_model(served):
+    url, model, counter = served
+    counter.calls, counter.delay = 0, 0.05
+    try:
+        job = Client(url, verbose=False).submit(*generate_args(steps=200), api_name="/generate")
+        wait_for(lambda: counter.calls >= 3)
+        job.cancel()
+        wait_for(lambda: not model.pipe._run_lock.locked())
+        stopped_at = counter.calls
+        time.sleep(0.5)
+        assert counter.calls == stopped_at < 200
+    finally:
+        counter.delay = 0.0
+    assert mp4_facts(Client(url, verbose=False).predict(*generate_args(), api_name="/generate")[0])[0] == 9
+
+
+def test_a_client_that_disconnects_mid_run_stops_its_run_and_leaves_no_state(served):
+    url, model, counter = served
+    counter.calls, counter.delay = 0, 0.05
+    try:
+        session = RawSession(url)
+        assert session.join("generate", raw_fields(session.upload(EXAMPLE), steps=200)).status_code == 200
+        messages = session.messages()
+        wait_for(lambda: counter.calls >= 3)
+        messages.close()
+        session.leave()
+        wait_for(lambda: not model.pipe._run_lock.locked(), timeout=20)
+        stopped_at = counter.calls
+        time.sleep(0.5)
+        assert counter.calls == stopped_at < 200
+    finally:
+        counter.delay = 0.0
+
+
+def test_run_state_lasts_only_as_long_as_the_run():
+    runs = app.ActiveRuns()
+    with runs.run("a") as first, runs.run("b") as other:
+        assert len(runs) == 2
+        runs.stop("a")
+        assert first.is_set() and not other.is_set()
+    assert len(runs) == 0
+    runs.stop("gone")  # a session that ends with nothing running
+    assert len(runs) == 0
+
+
+def test_a_huge_image_is_refused_from_its_header_without_decoding_its_pixels(served, tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (12_000, 12_000)).save(bomb)  # 144 MP in a small file
+    assert bomb.stat().st_size < 1_000_000
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(image):
+        decoded.append(image.size)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    arguments = generate_args()
+    arguments[0] = handle_file(str(bomb))
+    with pytest.raises(AppError, match="more pixels than the 40 MP s2v accepts"):
+        Client(served[0], verbose=False).predict(*arguments, api_name="/generate")
+    assert (12_000, 12_000) not in decoded
+
+
+def test_a_large_image_under_the_bomb_limit_is_refused_by_s2v_before_decoding(served, tmp_path, monkeypatch):
+    large = tmp_path / "large.png"
+    Image.new("L", (7_000, 7_000)).save(large)  # 49 MP: past s2v's 40, short of PIL's error at twice that
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or real_load(image))
+    arguments = generate_args()
+    arguments[0] = handle_file(str(large))
+    with pytest.raises(AppError, match="decompression bomb|40 MP"):
+        Client(served[0], verbose=False).predict(*arguments, api_name="/generate")
+    assert (7_000, 7_000) not in decoded
+
+
+def test_a_transparent_subject_reaches_the_model_on_white(served, tmp_path, monkeypatch):
+    url, model, _ = served
+    cutout = np.zeros((40, 60, 4), dtype=np.uint8)
+    cutout[10:30, 20:40] = (220, 30, 30, 255)
+    path = tmp_path / "cutout.png"
+    Image.fromarray(cutout, "RGBA").save(path)
+    seen = []
+    real_encode = model.pipe.encode_reference
+    monkeypatch.setattr(
+        model.pipe,
+        "encode_reference",
+        lambda subject, generator: seen.append(subject) or real_encode(subject, generator),
+    )
+    arguments = generate_args()
+    arguments[0] = handle_file(str(path))
+    Client(url, verbose=False).predict(*arguments, api_name="/generate")
+    pixels = np.asarray(seen[0])
+    assert tuple(pixels[0, 0]) == (255, 255, 255) and tuple(pixels[32, 48]) == (220, 30, 30)
+
+
+def test_a_prompt_over_the_token_limit_is_not_echoed_back_whole(served):
+    long_prompt = " ".join(["a cat surfing a wave at sunset"] * 200)
+    session = RawSession(served[0], heartbeat=False)
+    reply = session.call("generate", raw_fields(session.upload(EXAMPLE), prompt=long_prompt))
+    (warning,) = [log for log in reply["logs"] if "longer than" in log]
+    assert reply["success"] is True and len(warning) < 200 and "are ignored, from" in warning
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
@@ -184,10 +400,11 @@ def test_on_spaces_generation_asks_zero_gpu_for_time_from_steps_and_frames(tmp_p
             return lambda fn: fn
 
     monkeypatch.setattr(app, "spaces", FakeSpaces)
-    app.build_demo(app.Model(None, app.PRESETS["tiny"], app.LoadSettings(), "tiny"), output_dir=tmp_path)
+    model = app.Model(None, app.PRESETS["tiny"], app.LoadSettings(), "tiny")
+    app.build_demo(model, output_dir=tmp_path)
     (duration,) = durations
-    inputs = ["cat.png", "a cat", "", False, 50, 6.0, False, 49, 8, "64x96", 0, True]
-    assert duration(*inputs) == app.gpu_seconds(50, 49)
+    job = app.Job("cat.png", "a cat", "", False, 50, 6.0, False, 49, 8, 64, 96, 0)
+    assert duration(model, job, tmp_path, None, None) == app.gpu_seconds(50, 49)
 
 
 def test_old_videos_are_pruned_and_new_ones_kept(tmp_path):
@@ -262,7 +479,7 @@ def test_browser_cancel_stops_denoising_and_the_next_run_starts_promptly(page, s
     fill_form(page, "a cat surfing a wave", steps=200)
     counter.calls, counter.delay = 0, 0.05
     page.click("#generate")
-    page.wait_for_function("() => document.body.innerText.includes('Denoising step')", timeout=30_000)
+    wait_for(lambda: counter.calls >= 2)  # denoising has begun
     page.click("#cancel")
     page.wait_for_function(
         "() => document.querySelector('#run-settings').innerText.includes('Cancelled')", timeout=30_000

@@ -327,7 +327,7 @@ def test_failed_mp4_write_leaves_existing_file_untouched_and_no_temp_file(tmp_pa
     good = path.read_bytes()
     make_mp4_writer_fail(monkeypatch, inside=True)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(S2VError, match="Could not write .*disk full"):
         save_video(solid_frames(RED, BLUE, RED, BLUE), path)
 
     assert path.read_bytes() == good
@@ -337,7 +337,7 @@ def test_failed_mp4_write_leaves_existing_file_untouched_and_no_temp_file(tmp_pa
 def test_failed_mp4_write_leaves_no_file_at_a_new_target(tmp_path, monkeypatch):
     make_mp4_writer_fail(monkeypatch, inside=True)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(S2VError, match="Could not write .*disk full"):
         save_video(solid_frames(RED, BLUE, RED, BLUE), tmp_path / "clip.mp4")
 
     assert folder_listing(tmp_path) == []
@@ -350,7 +350,7 @@ def test_mp4_write_failing_between_frames_leaves_no_temp_file(tmp_path, monkeypa
     good = path.read_bytes()
     make_mp4_writer_fail(monkeypatch, inside=False)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(S2VError, match="Could not write .*disk full"):
         save_video(solid_frames(RED, BLUE, RED, BLUE), path)
     gc.collect()  # let an abandoned writer finish, as it would sooner or later
 
@@ -367,7 +367,7 @@ def test_failed_gif_write_leaves_existing_file_untouched_and_no_temp_file(tmp_pa
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(S2VError, match="Could not write .*disk full"):
         save_video(solid_frames(RED, BLUE), path)
 
     assert path.read_bytes() == good
@@ -387,7 +387,7 @@ def test_png_write_failing_midway_leaves_no_folder_and_no_staging_folder(tmp_pat
 
     monkeypatch.setattr(Image.Image, "save", save_then_fail)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(S2VError, match="Could not write .*disk full"):
         save_video(solid_frames(RED, GREEN, BLUE), tmp_path / "frames")
 
     assert not (tmp_path / "frames").exists()

@@ -1,0 +1,638 @@
+"""s2v's web demo: upload a subject, write a prompt, watch the video appear.
+
+This file only wires Gradio widgets to `s2v`; the model, the subject preprocessing and
+the video writing all live in the library. Run `python app.py --help` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from s2v import (
+    PRESETS,
+    LoadSettings,
+    Preset,
+    S2VError,
+    S2VPipeline,
+    S2VWarning,
+    load_pipeline,
+    prepare_subject,
+    save_video,
+)
+from s2v.loading import OFFLOAD_MODES, QUANTIZE_MODES, default_preset_name, resolve_device
+from s2v.numbers import real_number, whole_number
+from s2v.pipeline import MAX_SEED
+from s2v.presets import AUTHORS_CHECKPOINT_HINT
+from s2v.subject import MAX_SUBJECT_PIXELS
+
+try:
+    import spaces  # Hugging Face ZeroGPU; absent everywhere else
+except ImportError:
+    spaces = None
+
+EXAMPLES = Path(__file__).parent / "assets" / "examples"
+EXAMPLE_PROMPTS = {
+    "chelsea.png": "a cat chasing a butterfly across a sunny meadow",
+    "coffee.png": "a cup of coffee on a table in a cozy cafe, steam rising",
+    "rocket.jpg": "a rocket lifting off into a clear blue sky",
+    "astronaut.png": "an astronaut floating through a space station",
+}
+NANO_EXAMPLE_PROMPTS = {
+    "nano/disc-red-checks-white.png": "it moves in a circle on grass",
+    "nano/triangle-cyan-checks-black.png": "it moves left in the sky",
+    "nano/square-blue-dots-black.png": "it comes closer on a wooden floor",
+    "nano/diamond-yellow-stripes-black.png": "it moves up at night",
+}
+"""Held-out subjects: the nano model never saw them in training."""
+NANO_TIPS = """**The nano world's words**
+- Motion: *moves left / right / up / down*, *moves in a circle*, *comes closer*, *moves away*, *stays still*.
+- Scene: *on grass*, *in the sky*, *on a wooden floor*, *at night*.
+- Start with "it": "it moves left on grass". The subject comes from the image; other words are unknown to it.
+- Subjects: a flat disc, square, triangle, diamond or bar in one colour, plain or with stripes, dots or checks,
+  on white. The examples below are subjects it never saw in training.
+"""
+PROMPT_TIPS = """**Prompt tips**
+- Say what the subject *does* and *where*: "a cat surfing a wave at sunset".
+- You don't need to describe the subject's looks — the photo does that.
+- Motion words ("runs", "spins", "flies past the camera") give livelier videos.
+- A photo of the subject alone, on a plain background, works best; tick *Remove background* otherwise.
+"""
+MAX_UPLOAD = "10mb"
+QUEUE_SIZE = 16
+PREVIEW_CONCURRENCY = 2
+"""Previews decode uploads: a few at a time bounds their memory, beside the one generation."""
+VIDEO_MAX_AGE = 3600.0
+"""Seconds a finished video stays on the server: long enough to watch and download it."""
+STEPS_RANGE, GUIDANCE_RANGE, FPS_RANGE = (1, 200), (0.0, 15.0), (1, 30)
+LABELS = dict(steps="Denoising steps", guidance="Guidance", frames="Frames", fps="Frames per second", seed="Seed")
+"""Each number's label on the page; its error messages name it the same way."""
+
+log = logging.getLogger("s2v.app")
+
+
+@dataclass
+class Model:
+    """What the page serves: the pipeline (None when it cannot run) and how it was set up."""
+
+    pipe: S2VPipeline | None
+    preset: Preset
+    settings: LoadSettings
+    label: str
+    unavailable: str | None = None
+    """Why generation is switched off, shown on the page (e.g. the method's LoRA is missing)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation request, every field checked: what reaches the model and what the page reports."""
+
+    subject: str
+    prompt: str
+    negative_prompt: str
+    remove_background: bool
+    steps: int
+    guidance: float
+    dynamic_cfg: bool
+    frames: int
+    fps: int
+    height: int
+    width: int
+    seed: int | None
+
+
+class ActiveRuns:
+    """The stop switch of each run in progress, by browser session.
+
+    An entry lives exactly as long as its run, so nothing accumulates per visitor; a session
+    that goes away (tab closed, client disconnected) stops its own runs and no one else's.
+    """
+
+    def __init__(self):
+        self._runs: dict[str | None, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def run(self, session: str | None) -> Iterator[threading.Event]:
+        stop = threading.Event()
+        with self._lock:
+            self._runs.setdefault(session, set()).add(stop)
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                self._runs[session].discard(stop)
+                if not self._runs[session]:
+                    del self._runs[session]
+
+    def stop(self, session: str | None) -> None:
+        with self._lock:
+            for stop in self._runs.get(session, ()):
+                stop.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+
+def load_model(args: argparse.Namespace) -> Model:
+    """The model the flags and environment ask for, loaded once for the whole process."""
+    preset = PRESETS[args.preset or default_preset_name()]
+    settings = LoadSettings(
+        preset=preset.name, model=args.model, lora=args.lora, offload=args.offload, quantize=args.quantize
+    )
+    label = f"{args.model or preset.model or preset.name}" + (f" + LoRA {args.lora}" if args.lora else "")
+    if (preset.wiring_check or preset.lora) and not args.model and not args.lora:
+        label = f"{preset.name}: {preset.description}"
+    if preset.needs_lora and not args.lora:
+        reason = f"Without the method's LoRA, {preset.model} ignores your subject, so generation is off. "
+        return Model(None, preset, settings, label, unavailable=reason + AUTHORS_CHECKPOINT_HINT)
+    pipe = load_pipeline(settings)
+    pipe.set_progress_bar_config(disable=True)
+    return Model(pipe, preset, settings, label)
+
+
+def gpu_seconds(steps: float, frames: float) -> int:
+    """ZeroGPU time to ask for: one 5B step is about 4 s at 49 frames with guidance, on an H200."""
+    latent_frames = (int(frames) - 1) // 4 + 1
+    return int(30 + int(steps) * latent_frames * 0.35)
+
+
+def check_job(
+    model: Model,
+    subject,
+    prompt,
+    negative_prompt,
+    remove_background,
+    steps,
+    guidance,
+    dynamic_cfg,
+    frames,
+    fps,
+    resolution,
+    seed,
+    random_seed,
+) -> Job:
+    """Every field of a request checked before any work, each refusal naming the field as the page labels it."""
+    if model.pipe is None:
+        raise S2VError(model.unavailable)
+    if not subject:
+        raise S2VError("Upload a photo of your subject first.")
+    if not random_seed and (seed is None or seed == ""):
+        raise S2VError("Enter a seed, or tick Random seed.")
+    height, width = parse_resolution(resolution)
+    choices = model.pipe.frame_choices
+    if isinstance(frames, str) and frames.strip().isdigit():  # typed into the dropdown
+        frames = int(frames)
+    if frames not in choices or isinstance(frames, bool):
+        raise S2VError(f"{LABELS['frames']} must be one of {', '.join(map(str, choices))}, not {frames!r}.")
+    return Job(
+        subject=subject,
+        prompt=prompt,
+        negative_prompt=negative_prompt or "",
+        remove_background=bool(remove_background),
+        steps=whole_number(steps, LABELS["steps"], *STEPS_RANGE, whole_floats=True),
+        guidance=real_number(guidance, LABELS["guidance"], *GUIDANCE_RANGE),
+        dynamic_cfg=bool(dynamic_cfg),
+        frames=int(frames),
+        fps=whole_number(fps, LABELS["fps"], *FPS_RANGE, whole_floats=True),
+        height=height,
+        width=width,
+        seed=None if random_seed else whole_number(seed, LABELS["seed"], 0, MAX_SEED, whole_floats=True),
+    )
+
+
+def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, progress) -> tuple[Path | None, int]:
+    """Generate and write one video (None when stopped); runs in a worker thread, as ZeroGPU's unit of work."""
+
+    def on_step(pipe, step, timestep, tensors):
+        progress((step + 1, job.steps), desc=f"Denoising step {step + 1}/{job.steps}")
+        if stop.is_set():
+            pipe._interrupt = True
+        return tensors
+
+    with warnings_to_page():
+        output = model.pipe(
+            image=job.subject,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            height=job.height,
+            width=job.width,
+            num_frames=job.frames,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            use_dynamic_cfg=job.dynamic_cfg,
+            seed=job.seed,
+            remove_background=job.remove_background,
+            callback_on_step_end=on_step,
+        )
+    if output.interrupted:
+        return None, output.seed
+    return save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=job.fps), output.seed
+
+
+async def generate(
+    model,
+    runs,
+    output_dir,
+    render_fn,
+    subject,
+    prompt,
+    negative_prompt,
+    remove_background,
+    steps,
+    guidance,
+    dynamic_cfg,
+    frames,
+    fps,
+    resolution,
+    seed,
+    random_seed,
+    request: gr.Request = None,
+    progress=gr.Progress(),
+):
+    """The page's (and the API's) generation: checks, then the model in a worker thread that stops with the request.
+
+    The run stops at its next denoising step when the request goes away: Cancel, a client's
+    `job.cancel()` (both cancel this coroutine) or a closed session (`ActiveRuns.stop`); the
+    coroutine returns only once the model is free, so the queue never starts a run beside it.
+    """
+    started = time.perf_counter()
+    try:
+        job = check_job(
+            model,
+            subject,
+            prompt,
+            negative_prompt,
+            remove_background,
+            steps,
+            guidance,
+            dynamic_cfg,
+            frames,
+            fps,
+            resolution,
+            seed,
+            random_seed,
+        )
+        with runs.run(request.session_hash if request else None) as stop:
+            work = asyncio.ensure_future(asyncio.to_thread(render_fn, model, job, output_dir, stop, progress))
+            try:
+                path, used_seed = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await finish_stopped(work, stop)
+                raise
+    except S2VError as error:
+        raise gr.Error(str(error)) from None
+    except (asyncio.CancelledError, gr.Error):
+        raise
+    except Exception:
+        log.exception("generation failed")
+        raise gr.Error("Something went wrong on the server (details are in its log). Please try again.") from None
+    finally:
+        prune(output_dir)
+    if path is None:
+        gr.Warning("Cancelled: the run stopped before its last denoising step.")
+        return None, "Cancelled.", status_line(model), seed
+    seconds = time.perf_counter() - started
+    return str(path), run_settings(job, used_seed, seconds), status_line(model, seconds), used_seed
+
+
+async def finish_stopped(work: asyncio.Future, stop: threading.Event) -> None:
+    """Stop a run whose request was cancelled and wait (through further cancels) until the model is free."""
+    stop.set()
+    while not work.done():
+        try:
+            await asyncio.wait({work})
+        except asyncio.CancelledError:
+            continue
+    if not work.cancelled() and work.exception() is not None:
+        log.warning("a cancelled run failed: %s", work.exception())
+
+
+def preview(subject, resolution, remove_background):
+    """Exactly what the model will see, shown beside the upload."""
+    if not subject:
+        return None
+    try:
+        height, width = parse_resolution(resolution)
+        with warnings_to_page():
+            return prepare_subject(subject, width, height, remove_background=bool(remove_background))
+    except S2VError as error:
+        gr.Warning(str(error))
+        return None
+
+
+def cancelled() -> str:
+    gr.Info("Cancelling at the next denoising step…")
+    return "Cancelled."
+
+
+def end_session(runs: ActiveRuns, request: gr.Request) -> None:
+    """A closed tab or a disconnected client: its runs stop, so no GPU works minutes for nobody."""
+    runs.stop(request.session_hash)
+
+
+def run_settings(job: Job, seed: int, seconds: float) -> str:
+    return (
+        f"**Prompt** {job.prompt}  \n**Seed** {seed} · **Steps** {job.steps} · **Guidance** {job.guidance:g}"
+        f"{' (dynamic)' if job.dynamic_cfg else ''} · **Frames** {job.frames} @ {job.fps} fps · "
+        f"**Size** {job.height}x{job.width} · **Time** {seconds:.1f} s"
+    )
+
+
+def status_line(model: Model, seconds: float | None = None) -> str:
+    device = resolve_device(model.settings.device)
+    memory = f"offload {model.settings.offload}, quantize {model.settings.quantize}"
+    last = "no run yet" if seconds is None else f"{seconds:.1f} s"
+    return f"**Device** {device} · **Model** {model.label} · **Memory** {memory} · **Last run** {last}"
+
+
+_page_warnings: ContextVar[list[str] | None] = ContextVar("s2v_page_warnings", default=None)
+
+
+@contextmanager
+def warnings_to_page() -> Iterator[None]:
+    """Show the s2v warnings raised inside the block to the request that raised them.
+
+    `warnings.catch_warnings` swaps process-wide state, so concurrent requests (a preview
+    beside a generation) would lose or swap each other's warnings; instead one process-wide
+    hook hands each warning to the list of the context (request) it was raised in.
+    """
+    _route_s2v_warnings()
+    caught: list[str] = []
+    token = _page_warnings.set(caught)
+    try:
+        yield
+    finally:
+        _page_warnings.reset(token)
+        for message in caught:
+            gr.Warning(message)
+
+
+def _route_s2v_warnings() -> None:
+    """Install the hook (again, if something such as a test harness restored the default)."""
+    if getattr(warnings.showwarning, "s2v_router", False):
+        return
+    shown = warnings.showwarning
+
+    def route(message, category, *args, **kwargs):
+        caught = _page_warnings.get()
+        if caught is not None and issubclass(category, S2VWarning):
+            caught.append(str(message))
+        else:
+            shown(message, category, *args, **kwargs)
+
+    route.s2v_router = True
+    warnings.filterwarnings("always", category=S2VWarning)
+    warnings.showwarning = route
+
+from gradio.events import Dependency
+
+class NumberSlider(gr.Slider):
+    """A slider whose value reaches `check_job` as sent, so an API client's NaN, 0 or 1e9 gets the same
+    message naming the field as everything else (Gradio's own bounds check names no field and lets NaN by)."""
+
+    is_template = True  # drawn by the page as a plain gr.Slider
+
+    def preprocess(self, payload):
+        return payload
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
+    """The page: inputs on the left, the video on the right, a status line underneath."""
+    if output_dir is None:
+        output_dir = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=gr.Video().GRADIO_CACHE))
+        atexit.register(shutil.rmtree, output_dir, True)
+    output_dir = Path(output_dir)
+    runs = ActiveRuns()
+    render_fn = render
+    if spaces is not None:
+        render_fn = spaces.GPU(duration=lambda model, job, *rest: gpu_seconds(job.steps, job.frames))(render)
+    preset = model.preset
+    resolutions = [f"{h}x{w}" for h, w in preset.resolutions]
+    frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
+
+    with gr.Blocks(title="s2v — subject-driven video", delete_cache=(3600, 86400)) as demo:
+        gr.Markdown(
+            "# s2v — your subject, in motion\n"
+            "Upload a photo of a subject (a toy, a pet, a product), say what it should do, and get a short "
+            "video of *that* subject doing it. Method: [arXiv 2504.17816](https://arxiv.org/abs/2504.17816)."
+        )
+        for note in page_notes(model):
+            gr.Markdown(note)
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    subject = gr.Image(
+                        label="Subject photo",
+                        type="filepath",
+                        image_mode=None,  # Gradio then reads only the header; s2v decodes once, alpha included
+                        sources=["upload", "clipboard"],
+                        elem_id="subject",
+                    )
+                    seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
+                remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="it moves left on grass" if preset.name == "nano" else "a cat surfing a wave at sunset",
+                    lines=2,
+                    elem_id="prompt",
+                )
+                with gr.Row():
+                    run = gr.Button(
+                        "Generate", variant="primary", interactive=model.pipe is not None, elem_id="generate"
+                    )
+                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                with gr.Accordion("Generation settings", open=False):
+                    negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="blurry, low quality")
+                    with gr.Row():
+                        steps = NumberSlider(
+                            *STEPS_RANGE,
+                            value=preset.num_inference_steps,
+                            step=1,
+                            label=LABELS["steps"],
+                            elem_id="steps",
+                        )
+                        guidance = NumberSlider(
+                            *GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"]
+                        )
+                    dynamic_cfg = gr.Checkbox(label="Dynamic guidance (cosine schedule)", value=False)
+                    with gr.Row():
+                        frames = gr.Dropdown(
+                            frame_choices,
+                            value=min(preset.num_frames, frame_choices[-1]),
+                            label=LABELS["frames"],
+                            allow_custom_value=True,  # checked by check_job, which names the field
+                        )
+                        fps = NumberSlider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"])
+                        resolution = gr.Dropdown(resolutions, value=resolutions[0], label="Size (height x width)")
+                    with gr.Row():
+                        seed = gr.Number(value=42, precision=None, label=LABELS["seed"])
+                        random_seed = gr.Checkbox(value=True, label="Random seed")
+            with gr.Column():
+                video = gr.Video(
+                    label="Video", autoplay=True, loop=True, buttons=["download"], interactive=False, elem_id="video"
+                )
+                settings_shown = gr.Markdown(elem_id="run-settings")
+                gr.Markdown(NANO_TIPS if preset.name == "nano" else PROMPT_TIPS)
+        examples = NANO_EXAMPLE_PROMPTS if preset.name == "nano" else EXAMPLE_PROMPTS
+        gr.Examples(
+            examples=[[str(EXAMPLES / name), text] for name, text in examples.items()],
+            inputs=[subject, prompt],
+            label="Examples",
+        )
+        status_shown = gr.Markdown(status_line(model), elem_id="status")
+
+        for trigger in (subject.change, resolution.change, remove_background.change):
+            trigger(
+                preview,
+                [subject, resolution, remove_background],
+                seen,
+                api_visibility="private",
+                concurrency_limit=PREVIEW_CONCURRENCY,
+                concurrency_id="preview",
+            )
+        inputs = [
+            subject,
+            prompt,
+            negative_prompt,
+            remove_background,
+            steps,
+            guidance,
+            dynamic_cfg,
+            frames,
+            fps,
+            resolution,
+            seed,
+            random_seed,
+        ]
+        generation = run.click(
+            partial(generate, model, runs, output_dir, render_fn),
+            inputs,
+            [video, settings_shown, status_shown, seed],
+            api_name="generate",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+        stop.click(cancelled, None, settings_shown, cancels=[generation], queue=False, api_visibility="private")
+        demo.unload(partial(end_session, runs))
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)  # no route around the queue
+    return demo
+
+
+def page_notes(model: Model) -> list[str]:
+    """What this server can and cannot do, said at the top of the page."""
+    notes = []
+    if model.preset.name == "nano":
+        notes.append(
+            "> **s2v-nano.** This machine has no CUDA GPU, so the page serves s2v-nano: the same method and code, "
+            "trained on this project's miniature world of toy subjects on a CPU (48x48 pixels, 9 frames). "
+            "It draws the subject you upload when it is one of that world's shapes; see the words it knows below."
+        )
+    if model.preset.wiring_check:
+        notes.append(
+            f"> **Wiring demo.** This machine has no CUDA GPU, so the page runs the *{model.preset.name}* preset: "
+            "a tiny random-weight model that exercises the whole pipeline but draws noise, not your subject."
+        )
+    if model.unavailable:
+        notes.append(f"> **Generation is off.** {model.unavailable}")
+    return notes
+
+
+def prune(folder: Path, max_age: float = VIDEO_MAX_AGE) -> None:
+    """Drop our videos older than `max_age`, after every request whatever its outcome."""
+    cutoff = time.time() - max_age
+    for video in folder.glob("*.mp4"):
+        try:
+            if video.stat().st_mtime < cutoff:
+                video.unlink(missing_ok=True)
+        except FileNotFoundError:  # pruned by Gradio's own cache timer meanwhile
+            continue
+
+
+def parse_resolution(choice) -> tuple[int, int]:
+    """ "480x720" -> (480, 720); the dropdown only lets through its own choices."""
+    height, width = (int(side) for side in str(choice).split("x"))
+    return height, width
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="s2v web demo")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=env("S2V_PRESET"),
+        help="model preset (default: cogvideox-5b with CUDA, nano without; env S2V_PRESET)",
+    )
+    parser.add_argument("--model", default=env("S2V_MODEL"), help="base model hub id or folder (env S2V_MODEL)")
+    parser.add_argument("--lora", default=env("S2V_LORA"), help="the method's LoRA: file, folder or hub id")
+    parser.add_argument("--offload", choices=OFFLOAD_MODES, default=env("S2V_OFFLOAD", "none"))
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=env("S2V_QUANTIZE", "none"))
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also publish a temporary gradio.live link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        model = load_model(args)
+    except S2VError as error:
+        print(f"error: {error}")
+        return 2
+    Image.MAX_IMAGE_PIXELS = MAX_SUBJECT_PIXELS  # PIL refuses bombs wherever this process decodes; s2v leaves PIL be
+    demo = build_demo(model)
+    # show_error stays off: Gradio's own exception texts carry server paths; s2v's messages arrive as gr.Error.
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+class SubjectImage(gr.Image):
+    """The upload, handed over as its path after Gradio reads only its header (`image_mode=None`); a header
+    past PIL's bomb limit is refused here in words, where Gradio would show a bare "Error"."""
+
+    is_template = True  # drawn by the page as a plain gr.Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError:
+            raise gr.Error(
+                f"The subject image has far more pixels than the {MAX_SUBJECT_PIXELS // 1_000_000} MP s2v accepts; "
+                "scale it down first."
+            ) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
