@@ -82,7 +82,7 @@ def served(tmp_path_factory, started_as_the_app_starts):
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=app.MAX_UPLOAD
     )
-    yield f"http://127.0.0.1:{port}/", model, counter
+    yield f"http://127.0.0.1:{port}/", model, counter, handlers_of(demo)
     demo.close()
 
 
@@ -101,7 +101,7 @@ def mp4_facts(path) -> tuple[int, tuple[int, int], str]:
 
 
 def test_api_generate_returns_an_mp4_with_the_requested_frames(served):
-    url, _, _ = served
+    url, _, _, _ = served
     video, settings, status, seed = Client(url, verbose=False).predict(
         *generate_args(frames=17, resolution="96x64", seed=0), api_name="/generate"
     )
@@ -165,7 +165,7 @@ def raw_fields(upload: dict, **override) -> list:
     ],
 )
 def test_every_bad_number_from_a_raw_client_names_its_field_before_any_work(served, override, message):
-    url, _, counter = served
+    url, _, counter, _ = served
     session = RawSession(url, heartbeat=False)
     before = counter.calls
     reply = session.call("generate", raw_fields(session.upload(EXAMPLE), **override))
@@ -220,7 +220,7 @@ def test_videos_made_beside_other_requests_equal_the_same_videos_made_alone(serv
 
 
 def test_a_client_cancel_stops_denoising_and_frees_the_model(served):
-    url, model, counter = served
+    url, model, counter, handlers = served
     counter.calls, counter.delay = 0, 0.05
     try:
         job = Client(url, verbose=False).submit(*generate_args(steps=200), api_name="/generate")
@@ -236,7 +236,7 @@ def test_a_client_cancel_stops_denoising_and_frees_the_model(served):
 
 
 def test_a_client_that_disconnects_mid_run_stops_its_run_and_leaves_no_state(served):
-    url, model, counter = served
+    url, model, counter, handlers = served
     counter.calls, counter.delay = 0, 0.05
     try:
         session = RawSession(url)
@@ -248,7 +248,7 @@ def test_a_client_that_disconnects_mid_run_stops_its_run_and_leaves_no_state(ser
         wait_for(lambda: not model.pipe._run_lock.locked(), timeout=20)
         stopped_at = counter.calls
         time.sleep(0.5)
-        assert counter.calls == stopped_at < 200
+        assert counter.calls == stopped_at < 200 and len(handlers.runs) == 0
     finally:
         counter.delay = 0.0
 
@@ -297,7 +297,7 @@ def test_a_large_image_under_the_bomb_limit_is_refused_by_s2v_before_decoding(se
 
 
 def test_a_transparent_subject_reaches_the_model_on_white(served, tmp_path, monkeypatch):
-    url, model, _ = served
+    url, model, _, _ = served
     cutout = np.zeros((40, 60, 4), dtype=np.uint8)
     cutout[10:30, 20:40] = (220, 30, 30, 255)
     path = tmp_path / "cutout.png"
@@ -324,6 +324,34 @@ def test_a_prompt_over_the_token_limit_is_not_echoed_back_whole(served):
     assert reply["success"] is True and len(warning) < 200 and "are ignored, from" in warning
 
 
+def test_videos_are_stored_once_pruned_after_any_request_and_their_folder_removed_at_exit(
+    served, started_as_the_app_starts, monkeypatch
+):
+    model, cleanups = served[1], []
+    monkeypatch.setattr(app.atexit, "register", lambda *call: cleanups.append(call))
+    demo = app.build_demo(model)  # the app's own folder, inside Gradio's cache
+    folder = handlers_of(demo).output_dir
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        session = RawSession(f"http://127.0.0.1:{port}/", heartbeat=False)
+        upload = session.upload(EXAMPLE)
+        served_path = Path(session.call("generate", raw_fields(upload))["output"]["data"][0]["path"])
+        assert served_path.parent == folder  # served from where it was written: no second copy
+        copies = [p for p in Path(app.gr.Video().GRADIO_CACHE).rglob("*.mp4") if p.name == served_path.name]
+        assert copies == [served_path]
+        old = folder / "old.mp4"
+        old.write_bytes(b"an hour-old video")
+        os.utime(old, (time.time() - 2 * app.VIDEO_MAX_AGE,) * 2)
+        assert session.call("generate", raw_fields(upload, steps=0))["success"] is False
+        assert not old.exists() and served_path.exists()
+    finally:
+        demo.close()
+    for function, *arguments in cleanups:
+        function(*arguments)
+    assert not folder.exists()
+
+
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -343,7 +371,7 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
 
 
 def test_an_internal_failure_shows_a_plain_message_not_a_traceback(served, monkeypatch):
-    url, model, _ = served
+    url, model, _, _ = served
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory deep inside a library")
@@ -407,15 +435,6 @@ def test_on_spaces_generation_asks_zero_gpu_for_time_from_steps_and_frames(tmp_p
     assert duration(model, job, tmp_path, None, None) == app.gpu_seconds(50, 49)
 
 
-def test_old_videos_are_pruned_and_new_ones_kept(tmp_path):
-    old, new = tmp_path / "old.mp4", tmp_path / "new.mp4"
-    old.write_bytes(b"old")
-    new.write_bytes(b"new")
-    os.utime(old, (time.time() - 7200, time.time() - 7200))
-    app.prune(tmp_path)
-    assert not old.exists() and new.exists()
-
-
 def test_zero_gpu_duration_covers_a_full_run():
     assert app.gpu_seconds(50, 49) > 60  # ZeroGPU's default would cut a 50-step video short
     assert app.gpu_seconds(10, 9) < app.gpu_seconds(50, 9) < app.gpu_seconds(50, 49)
@@ -475,7 +494,7 @@ def test_browser_upload_prompt_generate_and_play(page, tmp_path):
 
 
 def test_browser_cancel_stops_denoising_and_the_next_run_starts_promptly(page, served):
-    _, _, counter = served
+    _, _, counter, _ = served
     fill_form(page, "a cat surfing a wave", steps=200)
     counter.calls, counter.delay = 0, 0.05
     page.click("#generate")

@@ -190,3 +190,66 @@ def test_quantization_maps_bitsandbytes_onto_the_transformer_and_t5():
     assert type(int8["text_encoder"]).__module__.startswith("transformers")
     nf4 = quantization_config("nf4", torch.bfloat16).quant_mapping["transformer"]
     assert nf4.load_in_4bit and nf4.bnb_4bit_quant_type == "nf4" and nf4.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps", "0"], "--steps must be a whole number from 1 to 1000, not 0"),
+        (["--steps", "-2"], "--steps must be"),
+        (["--frames", "0"], "--frames must be a whole number of at least 1, not 0"),
+        (["--frames", "16"], "--frames must be 8k\\+1"),
+        (["--fps", "0"], "--fps must be a whole number of at least 1, not 0"),
+        (["--height", "0"], "--height must be"),
+        (["--width", "-16"], "--width must be"),
+        (["--guidance", "nan"], "--guidance must be a number of at least 0.0, not nan"),
+        (["--guidance", "inf"], "--guidance must be"),
+        (["--guidance", "-1"], "--guidance must be"),
+        (["--seed", "-1"], "--seed must be a whole number from 0"),
+    ],
+)
+def test_impossible_numbers_are_refused_naming_the_flag_before_the_model_loads(
+    tmp_path, subject_file, capsys, flags, message, monkeypatch
+):
+    import s2v.loading
+
+    monkeypatch.setattr(s2v.loading, "load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    out = tmp_path / "cat.mp4"
+    code, _, stderr = run(capsys, "generate", "--subject", subject_file, "--prompt", "a cat", "--out", out, *flags)
+    assert re.search(message, one_line_error(code, stderr)) and not out.exists()
+
+
+@pytest.mark.parametrize(("where", "message"), [("under-a-file", "Cannot write"), ("a-folder", "is a folder")])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_model_loads(
+    tmp_path, subject_file, capsys, monkeypatch, where, message
+):
+    import s2v.loading
+
+    monkeypatch.setattr(s2v.loading, "load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    (tmp_path / "folder.mp4").mkdir()
+    out = blocker / "cat.mp4" if where == "under-a-file" else tmp_path / "folder.mp4"
+    code, _, stderr = run(capsys, "generate", "--subject", subject_file, "--prompt", "a cat", "--out", out)
+    assert message in one_line_error(code, stderr)
+
+
+def test_zero_seed_and_zero_guidance_are_used_as_given(tmp_path, subject_file, capsys):
+    out = tmp_path / "cat.gif"
+    code, stdout, stderr = run(
+        capsys,
+        "generate",
+        "--subject",
+        subject_file,
+        "--prompt",
+        "a cat",
+        "--out",
+        out,
+        "--seed",
+        "0",
+        "--guidance",
+        "0",
+        *SMALL_FLAGS,
+    )
+    assert code == 0, stderr
+    assert "seed 0" in stdout and Image.open(out).n_frames == 9

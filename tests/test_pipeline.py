@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -183,3 +185,77 @@ def test_each_bad_input_gets_a_clear_message_before_any_work(tiny_pipe, subject_
         with pytest.raises(S2VError, match=message):
             tiny_pipe(**arguments)
     assert inputs.calls == []
+
+
+def test_two_threads_on_one_pipeline_get_the_videos_each_gets_alone(tiny_pipe, subject_array):
+    settings = {**SMALL, "num_inference_steps": 6}
+    alone_a = tiny_pipe(subject_array, "a cat", seed=1, guidance_scale=6.0, **settings).frames
+    alone_b = tiny_pipe(subject_array, "a dog", seed=2, guidance_scale=2.0, **settings).frames
+    a_running, results = threading.Event(), {}
+
+    def slow_a(pipe, step, timestep, tensors):
+        a_running.set()
+        time.sleep(0.05)  # a long step: B arrives while A is mid-run
+        return tensors
+
+    def run_a():
+        results["a"] = tiny_pipe(
+            subject_array, "a cat", seed=1, guidance_scale=6.0, callback_on_step_end=slow_a, **settings
+        ).frames
+
+    def run_b():
+        a_running.wait(10)
+        results["b"] = tiny_pipe(subject_array, "a dog", seed=2, guidance_scale=2.0, **settings).frames
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert np.array_equal(results["a"], alone_a) and np.array_equal(results["b"], alone_b)
+
+
+def test_one_runs_interrupt_never_stops_another_run(tiny_pipe, subject_array):
+    settings = {**SMALL, "num_inference_steps": 6}
+    a_running, results = threading.Event(), {}
+
+    def interrupt_a(pipe, step, timestep, tensors):
+        a_running.set()
+        time.sleep(0.05)
+        pipe._interrupt = True
+        return tensors
+
+    def run_a():
+        results["a"] = tiny_pipe(subject_array, "a cat", seed=1, callback_on_step_end=interrupt_a, **settings)
+
+    def run_b():
+        a_running.wait(10)
+        results["b"] = tiny_pipe(subject_array, "a dog", seed=2, **settings)
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results["a"].interrupted and not results["b"].interrupted and results["b"].frames is not None
+
+
+def test_a_run_that_failed_midway_leaves_nothing_behind_for_the_next(tiny_pipe, subject_array):
+    alone = tiny_pipe(subject_array, "a cat", seed=4, guidance_scale=6.0, **SMALL).frames
+
+    def fail(pipe, step, timestep, tensors):
+        pipe._interrupt = True
+        raise RuntimeError("the client went away")
+
+    with pytest.raises(RuntimeError):
+        tiny_pipe(subject_array, "a dog", seed=5, guidance_scale=2.0, callback_on_step_end=fail, **SMALL)
+    assert np.array_equal(tiny_pipe(subject_array, "a cat", seed=4, guidance_scale=6.0, **SMALL).frames, alone)
+
+
+def test_an_over_long_prompt_is_quoted_only_where_it_is_cut(tiny_pipe, subject_array):
+    long_prompt = " ".join(["a cat surfing a wave at sunset"] * 200)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", S2VWarning)
+        tiny_pipe(subject_array, long_prompt, seed=0, **SMALL)
+    (message,) = [str(w.message) for w in caught if "longer than" in str(w.message)]
+    assert len(message) < 200 and "are ignored, from" in message

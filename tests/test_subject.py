@@ -531,3 +531,19 @@ def test_background_removal_with_model_keeps_subject_and_whitens_background(offl
     background = np.ones((40, 60), bool)
     background[7:33, 17:43] = False  # leave a margin for the resized mask's soft edge
     assert close_to(pixels[background], WHITE, tolerance=10), "the blue background should become white"
+
+
+def test_a_missing_background_model_is_tried_once_per_process_and_every_request_still_warns(offline_rembg, monkeypatch):
+    import rembg
+
+    attempts = []
+
+    def failing_session(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("download failed: no network")
+
+    monkeypatch.setattr(rembg, "new_session", failing_session)
+    for _ in range(3):
+        with pytest.warns(S2VWarning, match="Background removal skipped.*download failed"):
+            prepare_subject(red_square_on_blue(), 60, 40, remove_background=True, background_model="u2net")
+    assert len(attempts) == 1

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from s2v.errors import S2VError
-from s2v.video import atomic_folder, frames_to_uint8, read_video, save_video
+from s2v.video import atomic_folder, check_output, frames_to_uint8, read_video, save_video
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -443,3 +443,15 @@ def test_an_atomic_folder_refuses_to_replace_a_full_folder_unless_asked(tmp_path
     with pytest.raises(OSError), atomic_folder(folder) as staging:
         (staging / "frame_0000.png").write_bytes(b"y")
     assert (folder / "frame_0000.png").read_bytes() == b"x"
+
+
+def test_an_unwritable_output_is_refused_before_any_frames_exist(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    (tmp_path / "clip.mp4").mkdir()
+    with pytest.raises(S2VError, match="Cannot write .*a-file"):
+        check_output(blocker / "deeper" / "clip.mp4")
+    with pytest.raises(S2VError, match="is a folder; name a .mp4 file"):
+        check_output(tmp_path / "clip.mp4")
+    assert check_output(tmp_path / "new" / "clip.gif") == "gif" and (tmp_path / "new").is_dir()
+    assert list((tmp_path / "new").iterdir()) == []  # the writability probe leaves nothing behind
