@@ -415,30 +415,30 @@ def _route_s2v_warnings() -> None:
     warnings.showwarning = route
 
 
-class SubjectImage(gr.Image):
-    """The upload, handed over as its path after Gradio reads only its header (`image_mode=None`); a header
-    past PIL's bomb limit is refused here in words, where Gradio would show a bare "Error"."""
+def refusing_bombs_in_words(image: gr.Image) -> gr.Image:
+    """The upload component, its header read by Gradio (`image_mode=None` hands s2v the path unconverted);
+    a header past PIL's bomb limit gets a message, where Gradio would show a bare "Error". An instance
+    override, not a subclass: Gradio writes a .pyi stub beside any file that subclasses a component."""
+    preprocess = image.preprocess
 
-    is_template = True  # drawn by the page as a plain gr.Image
-
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except Image.DecompressionBombError:
             raise gr.Error(
                 f"The subject image has far more pixels than the {MAX_SUBJECT_PIXELS // 1_000_000} MP s2v accepts; "
                 "scale it down first."
             ) from None
 
+    image.preprocess = checked
+    return image
 
-class NumberSlider(gr.Slider):
+
+def checked_by_s2v(slider: gr.Slider) -> gr.Slider:
     """A slider whose value reaches `check_job` as sent, so an API client's NaN, 0 or 1e9 gets the same
     message naming the field as everything else (Gradio's own bounds check names no field and lets NaN by)."""
-
-    is_template = True  # drawn by the page as a plain gr.Slider
-
-    def preprocess(self, payload):
-        return payload
+    slider.preprocess = lambda payload: payload
+    return slider
 
 
 def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
@@ -465,12 +465,14 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    subject = SubjectImage(
-                        label="Subject photo",
-                        type="filepath",
-                        image_mode=None,  # s2v decodes it once, alpha included, after checking its size
-                        sources=["upload", "clipboard"],
-                        elem_id="subject",
+                    subject = refusing_bombs_in_words(
+                        gr.Image(
+                            label="Subject photo",
+                            type="filepath",
+                            image_mode=None,  # s2v decodes it once, alpha included, after checking its size
+                            sources=["upload", "clipboard"],
+                            elem_id="subject",
+                        )
                     )
                     seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
                 remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
@@ -488,15 +490,17 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                 with gr.Accordion("Generation settings", open=False):
                     negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="blurry, low quality")
                     with gr.Row():
-                        steps = NumberSlider(
-                            *STEPS_RANGE,
-                            value=preset.num_inference_steps,
-                            step=1,
-                            label=LABELS["steps"],
-                            elem_id="steps",
+                        steps = checked_by_s2v(
+                            gr.Slider(
+                                *STEPS_RANGE,
+                                value=preset.num_inference_steps,
+                                step=1,
+                                label=LABELS["steps"],
+                                elem_id="steps",
+                            )
                         )
-                        guidance = NumberSlider(
-                            *GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"]
+                        guidance = checked_by_s2v(
+                            gr.Slider(*GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"])
                         )
                     dynamic_cfg = gr.Checkbox(label="Dynamic guidance (cosine schedule)", value=False)
                     with gr.Row():
@@ -506,7 +510,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
                             label=LABELS["frames"],
                             allow_custom_value=True,  # checked by check_job, which names the field
                         )
-                        fps = NumberSlider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"])
+                        fps = checked_by_s2v(gr.Slider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"]))
                         resolution = gr.Dropdown(resolutions, value=resolutions[0], label="Size (height x width)")
                     with gr.Row():
                         seed = gr.Number(value=42, precision=None, label=LABELS["seed"])
