@@ -94,7 +94,10 @@ def by_queue(url, seed, shape, solos):
 
 
 def by_rest(url, seed, shape, solos):
-    response = httpx.post(f"{url}gradio_api/run/generate", json={"data": fields(seed, **shape)}, timeout=120)
+    """Gradio's REST route with a properly uploaded subject: what a script skipping the queue sends."""
+    subject = RawSession(url, heartbeat=False).upload(SUBJECT)
+    body = {"data": fields(seed, **{**shape, "steps": 20}, subject=subject)}
+    response = httpx.post(f"{url}gradio_api/run/generate", json=body, timeout=120)
     if response.status_code == 200:
         return "served", "REST ran outside the queue"
     return ("refused" if clear(response.text) else "failed"), f"{response.status_code} {response.text[:100]}"
@@ -122,8 +125,10 @@ ROUTES = {"queue": by_queue, "rest": by_rest, "cancel": by_cancel, "disconnect":
 
 
 def clear(message: str) -> bool:
-    """A refusal a person can act on: not empty, not Gradio's "enable verbose error reporting", no traceback."""
-    return bool(message.strip()) and "verbose error" not in message and "Traceback" not in message
+    """A refusal a person can act on: not empty, not Gradio's "enable verbose error reporting", no traceback,
+    no server path."""
+    hidden = ("verbose error", "Traceback", "/tmp/", str(ROOT))
+    return bool(message.strip()) and not any(text in message for text in hidden)
 
 
 def sequential_sessions(url: str, count: int, shape: dict) -> float:
