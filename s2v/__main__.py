@@ -1,4 +1,4 @@
-"""`python -m s2v`: generate a video from a subject image and a prompt, `eval` a benchmark, `eval-nano`, or `info`.
+"""`python -m s2v`: generate a video from a subject image and a prompt, `eval` a benchmark, or `info`.
 
 This file only turns flags into one `load_pipeline` and one pipeline call; user errors
 print one line and exit 2, never a traceback.
@@ -51,7 +51,7 @@ def generate(args: argparse.Namespace) -> int:
     check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
-    pipe = load_pipeline(_load_settings(args))
+    pipe = load_pipeline(load_settings(args))
     started = time.perf_counter()
     output = pipe(
         image=args.subject,
@@ -95,45 +95,6 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_nano(args: argparse.Namespace) -> int:
-    import json
-
-    from .loading import load_pipeline
-    from .nano.evaluate import CHANCE, CONDITIONS, EvalSettings, evaluate
-    from .pipeline import MAX_STEPS
-
-    conditions = tuple(args.conditions.split(","))
-    if set(conditions) - set(CONDITIONS) or not conditions:
-        raise S2VError(f"--conditions takes a comma-separated list of {', '.join(CONDITIONS)}.")
-    if args.limit is not None:
-        whole_number(args.limit, "--limit", 1)
-    whole_number(args.steps, "--steps", 1, MAX_STEPS)
-    real_number(args.guidance, "--guidance", 0.0)
-    whole_number(args.batch_size, "--batch-size", 1)
-    if args.out:
-        _check_json_path(args.out)
-    pipe = load_pipeline(_load_settings(args))
-    pipe.set_progress_bar_config(disable=True)
-    settings = EvalSettings(
-        seed=args.world_seed,
-        limit=args.limit,
-        steps=args.steps,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        conditions=conditions,
-    )
-    started = time.perf_counter()
-    report = evaluate(pipe, settings)
-    report.settings.update(model=args.model or PRESETS[args.preset].model, lora=args.lora)
-    print(report.table())
-    print(f"chance: {json.dumps(CHANCE)}; {time.perf_counter() - started:.0f} s")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.to_json())
-        print(f"wrote {args.out}")
-    return 0
-
-
 def eval_benchmark(args: argparse.Namespace) -> int:
     from functools import partial
 
@@ -144,7 +105,7 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     from .metrics import CLIP_MODEL, DINO_MODEL
     from .pipeline import MAX_SEED, MAX_STEPS
 
-    preset, settings = PRESETS[args.preset], _load_settings(args)
+    preset, settings = PRESETS[args.preset], load_settings(args)
     shape, fps = _video_shape(args, preset)
     items = read_items(args.subjects, args.prompts)
     protocol = Protocol(
@@ -198,6 +159,28 @@ def _video_shape(args: argparse.Namespace, preset) -> tuple[dict, int]:
     return shape, whole_number(_given(args.fps, preset.fps), "--fps", 1)
 
 
+def _given(value, default):
+    """The flag's value, or the default when the flag is absent: a 0 the user typed is kept (and checked)."""
+    return default if value is None else value
+
+
+def _video_shape(args: argparse.Namespace, preset) -> tuple[dict, int]:
+    """--height/--width/--frames (pipeline keywords) and --fps, each the preset's when absent, checked up front.
+
+    Multiples of the model's grid and its frame limit are the pipeline's to check once it is loaded;
+    everything that needs no model (0, negatives, 8k+1) is refused here, before minutes of loading.
+    """
+    frames = whole_number(_given(args.frames, preset.num_frames), "--frames", 1)
+    if frames < 9 or (frames - 1) % 8:
+        raise S2VError(f"--frames must be 8k+1 (9, 17, 25, ...), not {frames}: other counts decode wrongly.")
+    shape = dict(
+        height=whole_number(_given(args.height, preset.height), "--height", 1),
+        width=whole_number(_given(args.width, preset.width), "--width", 1),
+        num_frames=frames,
+    )
+    return shape, whole_number(_given(args.fps, preset.fps), "--fps", 1)
+
+
 def _check_json_path(path: Path) -> None:
     """Refuse an output path that cannot be written before any video is generated."""
     if path.suffix != ".json":
@@ -206,7 +189,8 @@ def _check_json_path(path: Path) -> None:
         raise S2VError(f"--out {path} is a folder; name a .json file.")
 
 
-def _load_settings(args: argparse.Namespace):
+def load_settings(args: argparse.Namespace):
+    """The model flags (`add_model_options`) as `LoadSettings`; shared with nano's evaluator CLI."""
     from .loading import LoadSettings
 
     return LoadSettings(
@@ -240,23 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_video_shape_options(gen)
     gen.add_argument("--seed", type=int, help="any whole number >= 0; random when left out (printed)")
     gen.add_argument("--remove-background", action="store_true", help="cut the subject out with rembg first")
-    _add_model_options(gen)
-
-    nano = commands.add_parser(
-        "eval-nano",
-        help="score the nano model on held-out subjects against ground truth",
-        description="Score the nano model: held-out subjects x identity-free prompts, beside "
-        "no-reference and shuffled-reference baselines, read by the world's analyzer.",
-    )
-    nano.set_defaults(command=eval_nano)
-    nano.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    nano.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
-    nano.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
-    nano.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
-    nano.add_argument("--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named")
-    nano.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
-    nano.add_argument("--out", type=Path, help="write the scores as JSON here")
-    _add_model_options(nano, default_preset="nano")
+    add_model_options(gen)
 
     bench = commands.add_parser(
         "eval",
@@ -281,11 +249,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--dino-model", help="DINO for DINO-I (default facebook/dino-vits16)")
     bench.add_argument("--raft-weights", help="local RAFT-large C_T_V1 state dict (default: torchvision's download)")
     bench.add_argument("--score-only", action="store_true", help="score the videos already in --out; load no model")
-    _add_model_options(bench)
+    add_model_options(bench)
 
     show = commands.add_parser("info", help="device, versions, memory mode and where weights are looked for")
     show.set_defaults(command=info)
-    _add_model_options(show)
+    add_model_options(show)
     return parser
 
 
@@ -296,7 +264,7 @@ def _add_video_shape_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, help="frames per second of the written video (preset default)")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:
+def add_model_options(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:
     from .loading import DTYPES, OFFLOAD_MODES, QUANTIZE_MODES
 
     group = parser.add_argument_group("model and memory")

@@ -32,7 +32,7 @@ COGVIDEOX_5B_TRANSFORMER = dict(
 """THUDM/CogVideoX-5b's transformer config, for meta-device checks and FLOP counts."""
 
 NANO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "nano"
-"""s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `python -m s2v.nano build`."""
+"""s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `python -m nano build`."""
 
 AUTHORS_CHECKPOINT_HINT = (
     "The method's LoRA (pytorch_lora_weights_transformer.safetensors) is published by the "

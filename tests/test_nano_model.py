@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from s2v.__main__ import main as cli
-from s2v.nano.analyze import analyze_clip
-from s2v.nano.base import TEXT_LENGTH, nano_tokenizer
-from s2v.nano.build import ABLATIONS, BuildPlan, build, ship_model
-from s2v.nano.evaluate import CONDITIONS, score
-from s2v.nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
-from s2v.nano.world import (
+from nano.__main__ import main as nano_cli
+from nano.analyze import analyze_clip
+from nano.base import TEXT_LENGTH, nano_tokenizer
+from nano.build import ABLATIONS, BuildPlan, build, ship_model
+from nano.evaluate import CONDITIONS, score
+from nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
+from nano.world import (
     MOTIONS,
     SCENES,
     Identity,
@@ -29,13 +29,14 @@ from s2v.nano.world import (
     subject_caption,
     write_world,
 )
+from s2v.__main__ import main as cli
 
 SMALL_WORLD = dict(base_clips=8, pairs=6, motion_clips=6, eval_per_subject=1)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The smoke build: every stage of `python -m s2v.nano build` at toy sizes, once for the module."""
+    """The smoke build: every stage of `python -m nano build` at toy sizes, once for the module."""
     folder = tmp_path_factory.mktemp("nano") / "build"
     scores = build(folder, BuildPlan.smoke())
     return folder, scores
@@ -174,12 +175,13 @@ def test_shipping_a_run_that_was_not_trained_keeps_the_shipped_model(built, tmp_
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
 
 
-def test_eval_nano_command_refuses_bad_options_before_loading(capsys):
-    assert cli(["eval-nano", "--conditions", "reference,sideways"]) == 2
+def test_nano_eval_command_refuses_bad_options_before_loading(capsys):
+    assert nano_cli(["eval", "--conditions", "reference,sideways"]) == 2
     assert "--conditions" in capsys.readouterr().err
-    assert cli(["eval-nano", "--out", "scores.txt"]) == 2
+    assert nano_cli(["eval", "--out", "scores.txt"]) == 2
     assert ".json" in capsys.readouterr().err
-    assert cli(["eval-nano", "--limit", "0"]) == 2
+    assert nano_cli(["eval", "--limit", "0"]) == 2
+    assert nano_cli(["eval", "--steps", "0"]) == 2 and "--steps" in capsys.readouterr().err
 
 
 def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_line(built, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Tests for s2v.nano: the world generator (splits, captions, files, determinism) and the analyzer's accuracy.
+"""Tests for nano: the world generator (splits, captions, files, determinism) and the analyzer's accuracy.
 
 Worlds written here are tiny (a few dozen clips at 48x48); the analyzer is scored on freshly
 rendered clips, clean and blurred + noisy. Runs in well under 30 s on a CPU.
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from s2v.errors import S2VError
-from s2v.nano.analyze import analyze_clip, analyze_image
-from s2v.nano.world import (
+from nano.analyze import analyze_clip, analyze_image
+from nano.world import (
     ACCENTS,
     COLOURS,
     IDENTITY_WORDS,
@@ -33,6 +32,7 @@ from s2v.nano.world import (
     split_identities,
     write_world,
 )
+from s2v.errors import S2VError
 from train.data import PairDataset, VideoDataset
 
 SIZE = dict(height=48, width=48, num_frames=9)

@@ -35,3 +35,28 @@ def test_examples_carry_their_credits():
 def test_readme_is_a_gradio_space():
     front_matter = (ROOT / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front_matter and "app_file: app.py" in front_matter
+
+
+def imported_packages(folder: Path) -> dict[str, set[str]]:
+    """Each module under `folder` and the top-level packages it imports (absolute imports only)."""
+    import ast
+
+    found = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_data_flows_one_way_between_the_rooms():
+    """s2v never imports training or the miniature world; train never imports the world; nano uses both."""
+    forbidden = {"s2v": {"train", "nano", "app", "bench"}, "train": {"nano", "app", "bench"}}
+    for room, banned in forbidden.items():
+        for module, names in imported_packages(ROOT / room).items():
+            assert not names & banned, f"{module} imports {sorted(names & banned)}"
+    assert not (ROOT / "s2v" / "nano").exists()

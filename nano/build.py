@@ -1,19 +1,16 @@
-"""`python -m s2v.nano build`: the whole nano chain from nothing, with fixed seeds.
+"""`python -m nano build`: the whole nano chain from nothing, with fixed seeds.
 
-world -> VAE -> untrained base folder -> base text-to-video (`python -m train`) -> nano S2V
-and its ablations (`python -m train`, one override each, the same budget), each scored by
-eval-nano as soon as it is trained -> the shipped files. Every stage writes its output once and
-is skipped when that output exists, and training stages resume their last checkpoint, so an
-interrupted build continues where it stopped. Stage times go to build_log.json.
-Run it from the repository root: the training stages are `python -m train` there.
+world -> VAE -> untrained base folder -> base text-to-video (`train/` as a library) -> nano S2V
+and its ablations (the same trainer, one override each, the same budget), each scored by
+`python -m nano eval`'s evaluator as soon as it is trained -> the shipped files. Every stage
+writes its output once and is skipped when that output exists, and training stages resume their
+last checkpoint, so an interrupted build continues where it stopped. Stage times go to build_log.json.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +26,7 @@ from .evaluate import CONDITIONS, EvalSettings, evaluate
 from .vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from .world import split_identities, write_world
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "train" / "configs" / "nano_base.yaml"
 S2V_CONFIG = REPO / "train" / "configs" / "nano_s2v.yaml"
 SHIPPED = REPO / "assets" / "nano"
@@ -161,12 +158,18 @@ def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
 
 
 def _train(config: Path, overrides: list[str], prepare: bool = False) -> None:
-    """`python -m train [prepare]` in a process of its own, as anyone would run it; training resumes a checkpoint."""
-    mode = ["prepare"] if prepare else ["--resume", "latest"]
-    command = [sys.executable, "-m", "train", *mode, "--config", str(config), *overrides]
-    print("$ " + " ".join(command), flush=True)
-    if subprocess.run(command, cwd=REPO).returncode != 0:
-        raise S2VError(f"`{' '.join(command)}` failed; see its output above.")
+    """The trainer as `python -m train [prepare]` would run it (config plus overrides); training resumes its
+    last checkpoint, so a stopped build continues the run."""
+    from train.cache import prepare as prepare_cache
+    from train.config import load_config
+    from train.loop import train
+
+    print(f"$ python -m train {'prepare ' if prepare else ''}--config {config} {' '.join(overrides)}", flush=True)
+    settings = load_config(config, overrides)
+    if prepare:
+        prepare_cache(settings)
+    else:
+        train(settings, resume="latest")
 
 
 def _assemble_base(root: Path) -> None:

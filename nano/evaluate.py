@@ -1,4 +1,4 @@
-"""`python -m s2v eval-nano`: the nano model measured against the world's ground truth.
+"""`python -m nano eval`: the nano model measured against the world's ground truth.
 
 Every video is generated from an identity-free prompt ("it moves left on grass") for a
 held-out subject, so the subject can only come from the reference image. Each run is
