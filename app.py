@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from s2v import (
@@ -197,23 +199,21 @@ def check_job(
         raise S2VError(model.unavailable)
     if not subject:
         raise S2VError("Upload a photo of your subject first.")
+    if not isinstance(prompt, str) or not isinstance(negative_prompt, (str, type(None))):
+        raise S2VError("The prompt and the negative prompt must be text.")
+    random_seed = switch(random_seed, "Random seed")
     if not random_seed and (seed is None or seed == ""):
         raise S2VError("Enter a seed, or tick Random seed.")
-    height, width = parse_resolution(resolution)
-    choices = model.pipe.frame_choices
-    if isinstance(frames, str) and frames.strip().isdigit():  # typed into the dropdown
-        frames = int(frames)
-    if frames not in choices or isinstance(frames, bool):
-        raise S2VError(f"{LABELS['frames']} must be one of {', '.join(map(str, choices))}, not {frames!r}.")
+    height, width = checked_size(model, resolution)
     return Job(
         subject=subject,
         prompt=prompt,
         negative_prompt=negative_prompt or "",
-        remove_background=bool(remove_background),
+        remove_background=switch(remove_background, "Remove background"),
         steps=whole_number(steps, LABELS["steps"], *STEPS_RANGE, whole_floats=True),
         guidance=real_number(guidance, LABELS["guidance"], *GUIDANCE_RANGE),
-        dynamic_cfg=bool(dynamic_cfg),
-        frames=int(frames),
+        dynamic_cfg=switch(dynamic_cfg, "Dynamic guidance"),
+        frames=checked_frames(model, frames),
         fps=whole_number(fps, LABELS["fps"], *FPS_RANGE, whole_floats=True),
         height=height,
         width=width,
@@ -221,8 +221,31 @@ def check_job(
     )
 
 
+def checked_frames(model: Model, frames) -> int:
+    choices = model.pipe.frame_choices
+    if isinstance(frames, str) and frames.strip().isdecimal() and frames.strip().isascii():  # typed into the list
+        frames = int(frames)
+    if isinstance(frames, bool) or frames not in choices:
+        raise S2VError(f"{LABELS['frames']} must be one of {', '.join(map(str, choices))}, not {frames!r}.")
+    return int(frames)
+
+
+def checked_size(model: Model, resolution) -> tuple[int, int]:
+    choices = [f"{h}x{w}" for h, w in model.preset.resolutions]
+    if resolution not in choices:
+        raise S2VError(f"Size must be one of {', '.join(choices)}, not {resolution!r}.")
+    return parse_resolution(resolution)
+
+
+def switch(value, label: str) -> bool:
+    """A checkbox's value: a JSON client's "false" is a string, and `bool("false")` would be True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise S2VError(f"{label} must be true or false, not {value!r}.")
+    return bool(value)
+
+
 def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, progress) -> tuple[Path | None, int]:
-    """Generate and write one video (None when stopped); runs in a worker thread, as ZeroGPU's unit of work."""
+    """Generate and write one video (None when stopped); runs in a worker thread."""
 
     def on_step(pipe, step, timestep, tensors):
         progress((step + 1, job.steps), desc=f"Denoising step {step + 1}/{job.steps}")
@@ -247,7 +270,22 @@ def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, prog
         )
     if output.interrupted:
         return None, output.seed
-    return save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=job.fps), output.seed
+    try:
+        return save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=job.fps), output.seed
+    except S2VError as error:  # its text names a server path
+        log.error("could not store a video: %s", error)
+        raise S2VError("The server could not store the video (its disk may be full); please try again.") from None
+
+
+_zero_gpu_model: Model | None = None
+"""The model a ZeroGPU worker renders with: the worker is a fork of this process, so it has its own copy."""
+
+
+def render_on_zero_gpu(job: Job, output_dir: Path) -> tuple[Path | None, int]:
+    """`render` as a ZeroGPU task. ZeroGPU pickles a task's arguments into its worker process, which a
+    pipeline (its run lock), a stop event or a progress tracker cannot cross: only the job and the folder
+    go, and Cancel frees the queue while the GPU task runs to its end (ZeroGPU bounds it by its duration)."""
+    return render(_zero_gpu_model, job, output_dir, threading.Event(), lambda *args, **kwargs: None)
 
 
 class Handlers:
@@ -257,8 +295,8 @@ class Handlers:
     per-request state lives in each call (and in `runs` while a run lasts), never on this object.
     """
 
-    def __init__(self, model: Model, output_dir: Path, render_fn=render):
-        self.model, self.output_dir, self.render_fn = model, output_dir, render_fn
+    def __init__(self, model: Model, output_dir: Path, zero_gpu_task=None):
+        self.model, self.output_dir, self.zero_gpu_task = model, output_dir, zero_gpu_task
         self.runs = ActiveRuns()
 
     async def generate(
@@ -302,7 +340,7 @@ class Handlers:
                 path, used_seed = await self._run(job, stop, progress)
         except S2VError as error:
             raise gr.Error(str(error)) from None
-        except (asyncio.CancelledError, gr.Error):
+        except gr.Error:
             raise
         except Exception:
             log.exception("generation failed")
@@ -316,9 +354,11 @@ class Handlers:
         return str(path), run_settings(job, used_seed, seconds), status_line(model, seconds), used_seed
 
     async def _run(self, job: Job, stop: threading.Event, progress) -> tuple[Path | None, int]:
-        work = asyncio.ensure_future(
-            asyncio.to_thread(self.render_fn, self.model, job, self.output_dir, stop, progress)
-        )
+        if self.zero_gpu_task is not None:
+            call = partial(self.zero_gpu_task, job, self.output_dir)
+        else:
+            call = partial(render, self.model, job, self.output_dir, stop, progress)
+        work = asyncio.ensure_future(asyncio.to_thread(call))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -417,7 +457,7 @@ def _route_s2v_warnings() -> None:
 
 def refusing_bombs_in_words(image: gr.Image) -> gr.Image:
     """The upload component, its header read by Gradio (`image_mode=None` hands s2v the path unconverted);
-    a header past PIL's bomb limit gets a message, where Gradio would show a bare "Error". An instance
+    a header past PIL's bomb limit or no image at all gets a message, where Gradio shows a bare "Error". An instance
     override, not a subclass: Gradio writes a .pyi stub beside any file that subclasses a component."""
     preprocess = image.preprocess
 
@@ -429,6 +469,8 @@ def refusing_bombs_in_words(image: gr.Image) -> gr.Image:
                 f"The subject image has far more pixels than the {MAX_SUBJECT_PIXELS // 1_000_000} MP s2v accepts; "
                 "scale it down first."
             ) from None
+        except (Image.UnidentifiedImageError, OSError):
+            raise gr.Error("The upload is not an image PIL can read (PNG, JPEG, WebP, ...).") from None
 
     image.preprocess = checked
     return image
@@ -444,12 +486,17 @@ def checked_by_s2v(slider: gr.Slider) -> gr.Slider:
 def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
     """The page: inputs on the left, the video on the right, a status line underneath."""
     if output_dir is None:
-        output_dir = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=gr.Video().GRADIO_CACHE))
+        cache = Path(gr.Video().GRADIO_CACHE)
+        cache.mkdir(parents=True, exist_ok=True)  # a fresh container has none until the first upload
+        output_dir = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=cache))
         atexit.register(shutil.rmtree, output_dir, True)
     output_dir = Path(output_dir)
     handlers = Handlers(model, output_dir)
     if spaces is not None:
-        handlers.render_fn = spaces.GPU(duration=lambda model, job, *rest: gpu_seconds(job.steps, job.frames))(render)
+        global _zero_gpu_model
+        _zero_gpu_model = model
+        duration = lambda job, *rest: gpu_seconds(job.steps, job.frames)  # noqa: E731 - ZeroGPU's own argument
+        handlers.zero_gpu_task = spaces.GPU(duration=duration)(render_on_zero_gpu)
     preset = model.preset
     resolutions = [f"{h}x{w}" for h, w in preset.resolutions]
     frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]

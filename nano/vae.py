@@ -32,12 +32,15 @@ from .world import MOTIONS, SCENES, Identity, render_clip
 
 FRAME_SIZE = 48
 
+CHANNELS = (16, 32, 64)
+"""Channels per resolution level, full resolution first; a VAE with fewer levels keeps the first ones."""
+
 VAE_CONFIG = dict(
     in_channels=3,
     out_channels=3,
     down_block_types=("CogVideoXDownBlock3D",) * 3,
     up_block_types=("CogVideoXUpBlock3D",) * 3,
-    block_out_channels=(16, 32, 64),
+    block_out_channels=CHANNELS,
     latent_channels=16,
     layers_per_block=1,
     norm_num_groups=8,
@@ -58,11 +61,22 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     seed: int = 0
     log_every: int = 50
+    spatial_compression: int = 4
+    """Pixels per latent cell along each side: 4 (12x12 latents, the first nano) or 2 (24x24: finer shapes)."""
 
 
-def new_vae(seed: int = 0) -> AutoencoderKLCogVideoX:
+def new_vae(seed: int = 0, spatial_compression: int = 4) -> AutoencoderKLCogVideoX:
+    levels = {2: 2, 4: 3}.get(spatial_compression)
+    if levels is None:
+        raise S2VError(f"The nano VAE compresses space 2x or 4x, not {spatial_compression}x.")
     torch.manual_seed(seed)
-    return AutoencoderKLCogVideoX(**VAE_CONFIG)
+    config = dict(
+        VAE_CONFIG,
+        down_block_types=("CogVideoXDownBlock3D",) * levels,
+        up_block_types=("CogVideoXUpBlock3D",) * levels,
+        block_out_channels=CHANNELS[:levels],
+    )
+    return AutoencoderKLCogVideoX(**config)
 
 
 def world_frames(world: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +115,7 @@ def train_vae(world: str | Path, output: str | Path, config: VAETrainConfig | No
         raise S2VError(f"{world} is not a nano world written with arrays (no base/frames.npy); run write_world first.")
     clips, images = world_frames(world)
     rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
-    vae = new_vae(config.seed)
+    vae = new_vae(config.seed, config.spatial_compression)
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, config))

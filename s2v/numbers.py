@@ -31,10 +31,19 @@ def is_whole(value, low: int, high: int | None = None, *, whole_floats: bool = F
 
 def real_number(value, field: str, low: float, high: float | None = None) -> float:
     """`value` as a finite float in [low, high]."""
-    finite = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not finite or not _within(value, low, high):
+    if not _finite(value) or not _within(value, low, high):
         raise S2VError(f"{field} must be a number {_range(low, high)}, not {_shown(value)}.")
     return float(value)
+
+
+def _finite(value) -> bool:
+    """A real number that fits a float; ints past 1e308 overflow `math.isfinite` and count as not finite."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _whole(value: Real) -> bool:
@@ -51,5 +60,7 @@ def _range(low: float, high: float | None) -> str:
 
 def _shown(value) -> str:
     """The offending value, short enough for a one-line message."""
+    if isinstance(value, Integral) and not isinstance(value, bool) and abs(value) > 10**40:
+        return "a number of more than 40 digits"  # str() of a huge int is slow, and refused past 4300 digits
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."

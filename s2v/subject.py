@@ -111,8 +111,8 @@ def _background_session(model: str):
 def _open_file(path: Path) -> Image.Image:
     if not path.is_file():
         raise S2VError(f"Subject image not found: {path}")
-    if path.stat().st_size == 0:
-        raise S2VError(f"The subject file {path} is empty (0 bytes).")
+    if path.stat().st_size == 0:  # the name only: an app's upload path is the server's business
+        raise S2VError(f"The subject file {path.name} is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -162,6 +162,11 @@ def raw_fields(upload: dict, **override) -> list:
         ({"seed": "7"}, "Seed must be a whole number"),
         ({"frames": 0}, "Frames must be one of 9, 17"),
         ({"frames": math.nan}, "Frames must be one of"),
+        ({"frames": "\u00b2"}, "Frames must be one of"),
+        ({"guidance": 10**400}, "Guidance must be a number"),
+        ({"seed": 10**400}, "Seed must be a whole number .*not a number of more than 40 digits"),
+        ({"remove_background": "false"}, "Remove background must be true or false"),
+        ({"resolution": None}, "Size must be one of 64x96"),
     ],
 )
 def test_every_bad_number_from_a_raw_client_names_its_field_before_any_work(served, override, message):
@@ -262,6 +267,40 @@ def test_run_state_lasts_only_as_long_as_the_run():
     assert len(runs) == 0
     runs.stop("gone")  # a session that ends with nothing running
     assert len(runs) == 0
+
+
+@pytest.mark.parametrize("name", ["notes.png", "drawing.svg", "empty.png"])
+def test_an_upload_that_is_no_image_gets_a_message_without_server_paths(served, tmp_path, name):
+    upload = tmp_path / name
+    upload.write_bytes(b"" if name == "empty.png" else b"<svg>not quite</svg> or plain text")
+    arguments = generate_args()
+    arguments[0] = handle_file(str(upload))
+    with pytest.raises(AppError) as error:
+        Client(served[0], verbose=False).predict(*arguments, api_name="/generate")
+    assert re.search("not an image|empty", str(error.value)) and "/tmp" not in str(error.value)
+
+
+def test_on_zero_gpu_the_task_crosses_to_its_worker_by_pickle(tmp_path, monkeypatch):
+    """ZeroGPU pickles a task's arguments into a forked worker: a pipeline, an Event or a Progress would fail."""
+    import pickle
+
+    tasks = []
+
+    class FakeSpaces:
+        @staticmethod
+        def GPU(duration):  # noqa: N802 - the spaces package's name
+            def wrap(task):
+                tasks.append(task)
+                return lambda *args: task(*pickle.loads(pickle.dumps(args)))
+
+            return wrap
+
+    monkeypatch.setattr(app, "spaces", FakeSpaces)
+    model = app.load_model(app.parse_args(["--preset", "tiny"]))
+    handlers = handlers_of(app.build_demo(model, output_dir=tmp_path))
+    job = app.check_job(model, str(EXAMPLE), "a cat", "", False, 2, 6, False, 9, 8, "64x96", 0, False)
+    path, seed = handlers.zero_gpu_task(job, tmp_path)
+    assert tasks == [app.render_on_zero_gpu] and seed == 0 and mp4_facts(path)[0] == 9
 
 
 def test_a_huge_image_is_refused_from_its_header_without_decoding_its_pixels(served, tmp_path, monkeypatch):
@@ -432,7 +471,7 @@ def test_on_spaces_generation_asks_zero_gpu_for_time_from_steps_and_frames(tmp_p
     app.build_demo(model, output_dir=tmp_path)
     (duration,) = durations
     job = app.Job("cat.png", "a cat", "", False, 50, 6.0, False, 49, 8, 64, 96, 0)
-    assert duration(model, job, tmp_path, None, None) == app.gpu_seconds(50, 49)
+    assert duration(job, tmp_path) == app.gpu_seconds(50, 49)
 
 
 def test_zero_gpu_duration_covers_a_full_run():
