@@ -1,7 +1,8 @@
-"""`python -m nano build|eval`: rebuild s2v-nano from nothing, or score a nano model against the world's ground truth.
+"""`python -m nano build|grid|eval`: rebuild s2v-nano, compare base recipes, or score a nano model.
 
 `build` runs every stage not yet done (world, VAE, base, S2V, ablations, scores); `--smoke` runs
-each at toy sizes in about a minute and `--ship` copies the result into assets/nano. `eval`
+each at toy sizes in about a minute and `--ship` copies the result into assets/nano. `grid` trains
+each base candidate for the same minutes and scores it on the named-subject condition. `eval`
 scores held-out subjects x identity-free prompts, beside the no-reference and shuffled-reference
 baselines, read by the world's analyzer.
 """
@@ -39,6 +40,17 @@ def build(args: argparse.Namespace) -> int:
 
     run_build(args.folder, BuildPlan.smoke() if args.smoke else BuildPlan.full(), ship=args.ship)
     print(f"built {args.folder}; scores in {args.folder / 'results' / 'table.md'}")
+    return 0
+
+
+def grid(args: argparse.Namespace) -> int:
+    from .grid import CANDIDATES
+    from .grid import grid as run_grid
+
+    names = list(CANDIDATES) if args.candidates == "all" else [n.strip() for n in args.candidates.split(",")]
+    minutes = real_number(args.minutes, "--minutes", 0.01)
+    run_grid(args.folder, names, minutes)
+    print((args.folder / "grid.md").read_text(), end="")
     return 0
 
 
@@ -98,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--folder", type=Path, default=Path("runs/nano"), help="where to build (default runs/nano)")
     make.add_argument("--smoke", action="store_true", help="toy sizes: checks every stage runs, in about a minute")
     make.add_argument("--ship", action="store_true", help="copy the model and its scores into assets/nano")
+
+    levers = commands.add_parser("grid", help="base candidates, each trained for the same minutes and scored")
+    levers.set_defaults(command=grid)
+    levers.add_argument("--folder", type=Path, default=Path("runs/nano-grid"), help="default runs/nano-grid")
+    levers.add_argument("--minutes", type=float, default=25.0, help="training minutes per candidate (default 25)")
+    levers.add_argument("--candidates", default="all", help="comma-separated names, or all (the default)")
 
     score = commands.add_parser(
         "eval",

@@ -95,6 +95,8 @@ class ClipAnalysis:
     centres: np.ndarray
     areas: np.ndarray
     confidence: dict[str, float]
+    found: np.ndarray | None = None
+    """[T] bools: the frames where a subject was found (at least `MIN_AREA` pixels off the background)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def analyze_clip(frames: np.ndarray) -> ClipAnalysis:
         centres=centres,
         areas=areas,
         confidence={**subject.confidence, "scene": scene_confidence, "motion": motion_confidence},
+        found=valid,
     )
 
 

@@ -18,6 +18,7 @@ from s2v.pipeline import S2VPipeline
 from s2v.tiny import EMBEDDING_PADDING_ROWS, SCHEDULER_CONFIG
 from s2v.video import atomic_folder
 
+from .vae import FRAME_SIZE
 from .world import ACCENTS, COLOURS, MOTION_PHRASES, PATTERNS, SCENE_PHRASES, SHAPES, UNNAMED
 
 VOCABULARY = sorted(
@@ -58,14 +59,22 @@ def nano_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=[(piece, -float(rank)) for rank, piece in enumerate(pieces)], extra_ids=0)
 
 
-def untrained_base(vae: AutoencoderKLCogVideoX, seed: int = 0) -> S2VPipeline:
+def transformer_config(vae: AutoencoderKLCogVideoX, **overrides) -> dict:
+    """`TRANSFORMER_CONFIG` on the VAE's latent grid (48 px over its spatial factor), with `overrides`
+    (patch size, width, depth) on top: the levers the base grid compares."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    side = FRAME_SIZE // factor
+    return {**TRANSFORMER_CONFIG, "sample_width": side, "sample_height": side, **overrides}
+
+
+def untrained_base(vae: AutoencoderKLCogVideoX, seed: int = 0, transformer: dict | None = None) -> S2VPipeline:
     """The trained VAE with a seeded random T5 (kept frozen forever) and a random transformer to train."""
     tokenizer = nano_tokenizer()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         config = T5Config(vocab_size=len(tokenizer) + EMBEDDING_PADDING_ROWS, **T5_CONFIG)
         text_encoder = T5EncoderModel(config).eval()
-        transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIG)
+        transformer = CogVideoXTransformer3DModel(**transformer_config(vae, **(transformer or {})))
     return S2VPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -75,9 +84,11 @@ def untrained_base(vae: AutoencoderKLCogVideoX, seed: int = 0) -> S2VPipeline:
     )
 
 
-def write_untrained_base(vae_folder: str | Path, output: str | Path, seed: int = 0) -> Path:
+def write_untrained_base(
+    vae_folder: str | Path, output: str | Path, seed: int = 0, transformer: dict | None = None
+) -> Path:
     """The folder `python -m train` starts the base text-to-video training from."""
     vae = AutoencoderKLCogVideoX.from_pretrained(vae_folder)
     with atomic_folder(Path(output)) as staging:
-        untrained_base(vae, seed).save_pretrained(staging)
+        untrained_base(vae, seed, transformer).save_pretrained(staging)
     return Path(output)

@@ -62,6 +62,10 @@ class ConditionScores:
     smoothness: float
     copy: float
     detected: float
+    present: float
+    """The subject is found in every frame (it never fades in, vanishes or leaves)."""
+    motion_strict: float
+    """The right motion with the subject present in every frame: motion read from a partial track does not count."""
 
 
 @dataclass
@@ -77,16 +81,16 @@ class EvalReport:
     def table(self) -> str:
         """Markdown: one row per condition, chance levels in the header."""
         header = (
-            "| condition | identity | shape | colour | pattern | accent | motion | dynamic | scene | smooth | copy |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "| condition | identity | shape | colour | pattern | accent | motion | strict motion | present | dynamic "
+            "| scene | smooth | copy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
         rows = []
         for name, s in self.scores.items():
             a = s.attributes
             rows.append(
                 f"| {name} | {s.identity:.1f} | {a['shape']:.1f} | {a['colour']:.1f} | {a['pattern']:.1f} | "
-                f"{a['accent']:.1f} | {s.motion:.1f} | {s.dynamic:.1f} | {s.scene:.1f} | {s.smoothness:.3f} | "
-                f"{s.copy:.1f} |"
+                f"{a['accent']:.1f} | {s.motion:.1f} | {s.motion_strict:.1f} | {s.present:.1f} | {s.dynamic:.1f} | "
+                f"{s.scene:.1f} | {s.smoothness:.3f} | {s.copy:.1f} |"
             )
         return header + "\n".join(rows)
 
@@ -127,6 +131,7 @@ def score(
         )
 
     every = np.all([matches(targets, name) for name in ATTRIBUTES], axis=0)
+    present = [bool(a.found.all()) for a in analyses]
     every_own = np.all([matches(own, name) for name in ATTRIBUTES], axis=0)
     copies = [s is not None and _copies(video, references[s]) for video, s in zip(videos, shown, strict=True)]
     return ConditionScores(
@@ -140,6 +145,10 @@ def score(
         smoothness=round(float(np.mean([a.smoothness for a in analyses])), 4),
         copy=_percent(copies),
         detected=_percent([a.shape is not None for a in analyses]),
+        present=_percent(present),
+        motion_strict=_percent(
+            [p and a.motion == item["motion"] for p, a, item in zip(present, analyses, items, strict=True)]
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from nano.analyze import analyze_clip
 from nano.base import TEXT_LENGTH, nano_tokenizer
 from nano.build import ABLATIONS, BuildPlan, build, ship_model
 from nano.evaluate import CONDITIONS, score
+from nano.grid import grid
 from nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from nano.world import (
     MOTIONS,
@@ -195,3 +196,19 @@ def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_lin
          "--steps", "2", "--seed", "1", "--out", str(out)]
     )  # fmt: skip
     assert code == 0 and out.stat().st_size > 0
+
+
+def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_without_retraining(tmp_path):
+    folder = tmp_path / "grid"
+    scores = grid(folder, ["reference", "vae-2x"], minutes=0.02, plan=BuildPlan.smoke())
+    assert set(scores) == {"reference", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
+    budget = json.loads((folder / "candidates" / "vae-2x" / "budget.json").read_text())
+    assert budget["steps"] >= 1 and budget["seconds_per_step"] > 0
+    assert not list((folder / "candidates" / "vae-2x").glob("probe-*"))
+    latents = json.loads((folder / "candidates" / "vae-2x" / "base" / "transformer" / "config.json").read_text())
+    assert latents["sample_width"] == 24  # the 2x VAE's grid
+    table = (folder / "grid.md").read_text()
+    assert "| vae-2x | VAE 2x |" in table and "| reference | VAE 4x |" in table
+    trained = (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime
+    grid(folder, ["reference"], minutes=0.02, plan=BuildPlan.smoke())
+    assert (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime == trained

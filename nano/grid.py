@@ -1,0 +1,141 @@
+"""`python -m nano grid`: which lever lets the base draw the world, found by measurement.
+
+Told a held-out subject's name, the first nano base drew the right colour but shapes at chance:
+a subject is 17-22 px across and a token covered 8x8 px. Each candidate changes one thing
+(tokens per subject through the VAE or the patch, width, depth, learning rate), trains its base
+text-to-video for the same minutes of one core, and is scored on the named-subject condition
+over the 192 held-out items. The minutes become a step count from a timed probe, recorded in the
+candidate's folder, so a resumed or repeated grid trains the same steps. Every stage writes once
+and training resumes its checkpoints, so an interrupted grid continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from s2v.errors import S2VError
+
+from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train
+from .vae import train_vae
+from .world import write_world
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One base recipe: the reference base with one lever moved."""
+
+    name: str
+    vae: int = 4
+    """The VAE's spatial compression: 4 (12x12 latents) or 2 (24x24)."""
+    transformer: dict = field(default_factory=dict)
+    """Overrides of nano.base.TRANSFORMER_CONFIG."""
+    train: tuple[str, ...] = ()
+    """Overrides of train/configs/nano_base.yaml."""
+
+
+CANDIDATES = {
+    candidate.name: candidate
+    for candidate in (
+        Candidate("reference"),
+        Candidate("vae-2x", vae=2),
+        Candidate("patch-1", transformer={"patch_size": 1}),
+        Candidate("wider", transformer={"num_attention_heads": 8}),
+        Candidate("deeper", transformer={"num_layers": 10}),
+        Candidate("lr-2e-3", train=("optim.learning_rate=2e-3",)),
+    )
+}
+PROBE_STEPS = (3, 13)
+"""Two short runs whose time difference gives the seconds a step costs, setup excluded."""
+
+
+def grid(folder: str | Path, names: list[str], minutes: float, plan: BuildPlan | None = None) -> dict[str, dict]:
+    """Train and score each named candidate not yet done; returns every finished candidate's scores."""
+    unknown = set(names) - set(CANDIDATES)
+    if unknown:
+        raise S2VError(f"Unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATES)}.")
+    plan, root = plan or BuildPlan.full(), Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    world = _once(root / "world", lambda: write_world(root / "world", seed=plan.seed, **plan.world))
+    for name in names:
+        candidate = CANDIDATES[name]
+        vae = root / f"vae-{candidate.vae}x"
+        _once(vae, lambda c=candidate, v=vae: train_vae(world, v, replace(plan.vae, spatial_compression=c.vae)))
+        run_candidate(root / "candidates" / name, candidate, world, vae, minutes, plan)
+    scores = {
+        name: json.loads(path.read_text())
+        for name in CANDIDATES
+        if (path := root / "candidates" / name / "results" / "named.json").exists()
+    }
+    (root / "grid.md").write_text(grid_table(scores, root))
+    return scores
+
+
+def run_candidate(folder: Path, candidate: Candidate, world: Path, vae: Path, minutes: float, plan: BuildPlan):
+    """The candidate's base in a build-shaped folder (its `world` a link to the grid's), then its scores."""
+    from .base import write_untrained_base
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "world").exists():
+        (folder / "world").symlink_to(world.resolve(), target_is_directory=True)
+    untrained = folder / "base-untrained"
+    _once(untrained, lambda: write_untrained_base(vae, untrained, plan.seed, candidate.transformer))
+    paths = _base_overrides(folder, plan) + list(candidate.train)
+    _once(folder / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))
+    steps = budget_steps(folder, paths, minutes)
+    trained = [*paths, f"optim.max_steps={steps}", "run.checkpoint_every=100"]
+    _once(folder / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, trained))
+    _once(folder / "base", lambda: _assemble_base(folder))
+    scores = folder / "results" / "named.json"
+    _once(scores, lambda: _evaluate(folder, None, plan, ("named",), scores))
+
+
+def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:
+    """Steps that fill `minutes` at this candidate's measured speed; measured once, then read back."""
+    record = folder / "budget.json"
+    if record.exists():
+        return json.loads(record.read_text())["steps"]
+    seconds = {}
+    for steps in PROBE_STEPS:
+        probe = folder / f"probe-{steps}"
+        started = time.perf_counter()
+        _train(BASE_CONFIG, [*paths, f"run.output_dir={probe}", f"optim.max_steps={steps}"])
+        seconds[steps] = time.perf_counter() - started
+        shutil.rmtree(probe)
+    per_step = (seconds[PROBE_STEPS[1]] - seconds[PROBE_STEPS[0]]) / (PROBE_STEPS[1] - PROBE_STEPS[0])
+    steps = max(1, int(minutes * 60 / max(per_step, 1e-3)))
+    record.write_text(json.dumps({"minutes": minutes, "seconds_per_step": round(per_step, 3), "steps": steps}))
+    return steps
+
+
+def grid_table(scores: dict[str, dict], root: Path) -> str:
+    """Markdown: each candidate's lever, budget and named-subject scores (percentages of 192 items)."""
+    header = (
+        "| candidate | lever | steps (s/step) | shape | colour | pattern | identity | motion | strict motion "
+        "| present |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for name, report in scores.items():
+        candidate, s = CANDIDATES[name], report["scores"]["named"]
+        budget = json.loads((root / "candidates" / name / "budget.json").read_text())
+        lever = ", ".join(
+            [f"VAE {candidate.vae}x", *(f"{k}={v}" for k, v in candidate.transformer.items()), *candidate.train]
+        )
+        a = s["attributes"]
+        rows.append(
+            f"| {name} | {lever} | {budget['steps']} ({budget['seconds_per_step']}) | {a['shape']:.1f} | "
+            f"{a['colour']:.1f} | {a['pattern']:.1f} | {s['identity']:.1f} | {s['motion']:.1f} | "
+            f"{s['motion_strict']:.1f} | {s['present']:.1f} |"
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+def _once(done: Path, work) -> Path:
+    """Run `work` unless `done` (what it writes last, or atomically) exists."""
+    if not done.exists():
+        print(f"== {done}", flush=True)
+        work()
+    return done
