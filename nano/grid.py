@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from s2v.errors import S2VError
 
 from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train
-from .vae import train_vae
-from .world import write_world
+from .vae import reconstruction_ceiling, train_vae
+from .world import split_identities, write_world
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,39 @@ def grid(folder: str | Path, names: list[str], minutes: float, plan: BuildPlan |
         candidate = CANDIDATES[name]
         vae = root / f"vae-{candidate.vae}x"
         _once(vae, lambda c=candidate, v=vae: train_vae(world, v, replace(plan.vae, spatial_compression=c.vae)))
+        ceiling = root / "results" / f"vae-{candidate.vae}x-ceiling.json"
+        _once(ceiling, lambda v=vae, out=ceiling: vae_ceiling(v, plan, out))
         run_candidate(root / "candidates" / name, candidate, world, vae, minutes, plan)
     scores = {
         name: json.loads(path.read_text())
         for name in CANDIDATES
         if (path := root / "candidates" / name / "results" / "named.json").exists()
     }
-    (root / "grid.md").write_text(grid_table(scores, root))
+    (root / "grid.md").write_text(ceiling_table(root) + "\n" + grid_table(scores, root))
     return scores
+
+
+def vae_ceiling(vae: Path, plan: BuildPlan, out: Path) -> None:
+    """What the analyzer still reads on real held-out clips after this VAE's round trip: every candidate's bound."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    model = AutoencoderKLCogVideoX.from_pretrained(vae).float().eval()
+    result = reconstruction_ceiling(model, split_identities(plan.seed)[1], plan.ceiling_clips, seed=plan.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clips = plan.ceiling_clips * len(split_identities(plan.seed)[1])
+    out.write_text(json.dumps({"clips": clips, **asdict(result)}, indent=1))
+
+
+def ceiling_table(root: Path) -> str:
+    """Markdown: each VAE's ceiling as k/n held-out clips (identity: all four attributes)."""
+    lines = ["| VAE | shape | colour | pattern | identity | PSNR |", "|---|---|---|---|---|---|"]
+    for path in sorted((root / "results").glob("vae-*-ceiling.json")):
+        result = json.loads(path.read_text())
+        n, accuracy = result["clips"], result["accuracy"]
+        cells = [f"{round(accuracy[k] * n / 100)}/{n} ({accuracy[k]:.1f})" for k in ("shape", "colour", "pattern")]
+        cells.append(f"{round(accuracy['identity'] * n / 100)}/{n} ({accuracy['identity']:.1f})")
+        lines.append(f"| {path.name.split('-ceiling')[0]} | {' | '.join(cells)} | {result['psnr']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_candidate(folder: Path, candidate: Candidate, world: Path, vae: Path, minutes: float, plan: BuildPlan):

@@ -209,6 +209,7 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     assert latents["sample_width"] == 24  # the 2x VAE's grid
     table = (folder / "grid.md").read_text()
     assert "| vae-2x | VAE 2x |" in table and "| reference | VAE 4x |" in table
+    assert "| vae-2x | " in table.split("| candidate")[0] and "/24 (" in table  # the ceilings, as k/n
     trained = (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime
     grid(folder, ["reference"], minutes=0.02, plan=BuildPlan.smoke())
     assert (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime == trained
