@@ -271,7 +271,8 @@ def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, prog
     if output.interrupted:
         return None, output.seed
     try:
-        return save_video(output.frames, output_dir / f"{uuid.uuid4().hex}.mp4", fps=job.fps), output.seed
+        path = output_dir / f"{uuid.uuid4().hex}.mp4"
+        return save_video(output.frames, path, fps=job.fps, scale=model.preset.display_scale), output.seed
     except S2VError as error:  # its text names a server path
         log.error("could not store a video: %s", error)
         raise S2VError("The server could not store the video (its disk may be full); please try again.") from None

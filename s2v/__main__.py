@@ -48,6 +48,7 @@ def generate(args: argparse.Namespace) -> int:
     steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 1, MAX_STEPS)
     guidance = real_number(_given(args.guidance, preset.guidance_scale), "--guidance", 0.0)
     seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
+    scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, 16)
     check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
@@ -64,7 +65,7 @@ def generate(args: argparse.Namespace) -> int:
         seed=seed,
         remove_background=args.remove_background,
     )
-    path = save_video(output.frames, args.out, fps=fps)
+    path = save_video(output.frames, args.out, fps=fps, scale=scale)
     seconds = time.perf_counter() - started
     print(f"wrote {path} ({len(output.frames)} frames, seed {output.seed}, {seconds:.1f} s)")
     return 0
@@ -224,6 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_video_shape_options(gen)
     gen.add_argument("--seed", type=int, help="any whole number >= 0; random when left out (printed)")
     gen.add_argument("--remove-background", action="store_true", help="cut the subject out with rembg first")
+    gen.add_argument(
+        "--scale",
+        type=int,
+        help="write each pixel as an N x N block, so H.264 keeps a tiny video's colours (preset default: 8 on nano)",
+    )
     add_model_options(gen)
 
     bench = commands.add_parser(

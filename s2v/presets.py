@@ -64,6 +64,9 @@ class Preset:
     """Random weights: output is noise, useful only to check that everything runs."""
     lora: str | None = None
     """The LoRA loaded when the user names neither a model nor a LoRA."""
+    display_scale: int = 1
+    """Videos are written this many times larger, each pixel a square block (`save_video(scale=...)`), so a
+    tiny model's pixels survive H.264's half-resolution colour."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -94,6 +97,7 @@ PRESETS: dict[str, Preset] = {
         fps=8,
         resolutions=((48, 48),),
         needs_lora=False,
+        display_scale=8,
     ),
     "cogvideox-5b": Preset(
         name="cogvideox-5b",

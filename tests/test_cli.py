@@ -253,3 +253,15 @@ def test_zero_seed_and_zero_guidance_are_used_as_given(tmp_path, subject_file, c
     )
     assert code == 0, stderr
     assert "seed 0" in stdout and Image.open(out).n_frames == 9
+
+
+def test_scale_writes_each_pixel_as_a_block_and_nano_scales_by_default(tmp_path, subject_file, capsys):
+    from s2v import PRESETS
+
+    out = tmp_path / "big.mp4"
+    code, _, stderr = run(
+        capsys, "generate", "--subject", subject_file, "--prompt", "a cat", "--out", out, "--scale", "2", *SMALL_FLAGS
+    )
+    assert code == 0, stderr
+    assert video_facts(out) == (9, (96, 64))
+    assert PRESETS["nano"].display_scale > 1 and PRESETS["tiny"].display_scale == 1

@@ -455,3 +455,14 @@ def test_an_unwritable_output_is_refused_before_any_frames_exist(tmp_path):
         check_output(tmp_path / "clip.mp4")
     assert check_output(tmp_path / "new" / "clip.gif") == "gif" and (tmp_path / "new").is_dir()
     assert list((tmp_path / "new").iterdir()) == []  # the writability probe leaves nothing behind
+
+
+def test_a_scaled_video_writes_each_pixel_as_a_square_block(tmp_path):
+    frames = solid_frames(RED, BLUE)
+    frames[:, 0, 0] = GREEN  # one odd pixel per frame: it must come back as a 4x4 block
+    written = save_video(frames, tmp_path / "frames", scale=4)
+    first = np.asarray(Image.open(written / "frame_0000.png"))
+    assert first.shape[:2] == (frames.shape[1] * 4, frames.shape[2] * 4)
+    assert (first[:4, :4] == GREEN).all() and (first[4:8, 4:8] == frames[0, 1, 1]).all()
+    with pytest.raises(S2VError, match="scale must be a whole number from 1 to 16, not 0"):
+        save_video(frames, tmp_path / "clip.mp4", scale=0)
