@@ -366,6 +366,24 @@ class Handlers:
             await finish_stopped(work, stop)
             raise
 
+    def preview(self, subject, resolution, remove_background):
+        """Exactly what the model will see (the preset's subject placement included), shown beside the upload."""
+        if not subject:
+            return None
+        try:
+            height, width = checked_size(self.model, resolution)
+            with warnings_to_page():
+                return prepare_subject(
+                    subject,
+                    width,
+                    height,
+                    remove_background=switch(remove_background, "Remove background"),
+                    subject_size=self.model.preset.subject_size,
+                )
+        except S2VError as error:
+            gr.Warning(str(error))
+            return None
+
     def end_session(self, request: gr.Request) -> None:
         """A closed tab or a disconnected client: its runs stop, so no GPU works minutes for nobody."""
         self.runs.stop(request.session_hash)
@@ -381,19 +399,6 @@ async def finish_stopped(work: asyncio.Future, stop: threading.Event) -> None:
             continue
     if not work.cancelled() and work.exception() is not None:
         log.warning("a cancelled run failed: %s", work.exception())
-
-
-def preview(subject, resolution, remove_background):
-    """Exactly what the model will see, shown beside the upload."""
-    if not subject:
-        return None
-    try:
-        height, width = parse_resolution(resolution)
-        with warnings_to_page():
-            return prepare_subject(subject, width, height, remove_background=bool(remove_background))
-    except S2VError as error:
-        gr.Warning(str(error))
-        return None
 
 
 def cancelled() -> str:
@@ -579,7 +584,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
 
         for trigger in (subject.change, resolution.change, remove_background.change):
             trigger(
-                preview,
+                handlers.preview,
                 [subject, resolution, remove_background],
                 seen,
                 api_visibility="private",

@@ -223,6 +223,7 @@ def ablation_table(scores: dict[str, dict], stages: dict[str, float], ceiling: d
                 "shuffled": f"{name}, shuffled reference",
                 "none": f"{name}, no reference",
                 "named": f"{name}, no reference, prompt names the subject",
+                "drawn": f"{name}, subjects drawn by another renderer",
             }[condition]
             first = "none" if name == "base" else "reference"
             minutes = stages.get("base-train" if name == "base" else f"s2v {name}")

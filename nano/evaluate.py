@@ -23,9 +23,11 @@ from s2v.errors import S2VError
 from .analyze import ClipAnalysis, analyze_clip
 from .world import Identity, eval_items, render_subject, split_identities
 
-CONDITIONS = ("reference", "shuffled", "none", "named")
+CONDITIONS = ("reference", "shuffled", "none", "named", "drawn")
 """The subject's own reference; another held-out subject's; none at all; none, but the prompt names the
-subject ("a red disc with white checks moves left on grass"): can text alone reach an unseen combination?"""
+subject ("a red disc with white checks moves left on grass"): can text alone reach an unseen combination?;
+the subject as a user would draw it (`nano.drawn`: another renderer, any canvas, some JPEG)."""
+DRAWINGS_PER_SUBJECT = 2
 ATTRIBUTES = ("shape", "colour", "pattern", "accent")
 CHANCE = {"shape": 20.0, "colour": 16.7, "pattern": 25.0, "motion": 12.5, "scene": 25.0}
 COPY_DIFFERENCE = 0.1
@@ -109,10 +111,15 @@ def evaluate(pipe, settings: EvalSettings | None = None, progress: bool = True) 
         "shuffled": [_shuffled(held, item["identity"]) for item in items],
         "none": [None] * len(items),
         "named": [None] * len(items),
+        "drawn": [item["identity"] for item in items],
     }
     report = EvalReport(settings=asdict(settings))
     for condition in settings.conditions:
-        videos = _generate(pipe, items, [references.get(i) for i in shown[condition]], settings, progress, condition)
+        if condition == "drawn":
+            images = _drawn_references(held, items, settings.seed)
+        else:
+            images = [references.get(identity) for identity in shown[condition]]
+        videos = _generate(pipe, items, images, settings, progress, condition)
         analyses = [analyze_clip(video) for video in videos]
         report.scores[condition] = score(items, shown[condition], analyses, videos, references)
     return report
@@ -176,6 +183,16 @@ def _generate(pipe, items, references, settings: EvalSettings, progress: bool, c
             frames = pipe(references[start : start + len(chunk)], prompts, **common).frames
         videos.extend((np.asarray(frames) * 255).round().astype(np.uint8))
     return videos
+
+
+def _drawn_references(held: list[Identity], items: list[dict], seed: int) -> list[Image.Image]:
+    """Each item's subject as drawn by the second renderer: its subject's drawings taken in turn."""
+    from .drawn import drawings, open_drawing
+
+    drawn: dict[str, list[Image.Image]] = {}
+    for _, identity, data in drawings(held, DRAWINGS_PER_SUBJECT, seed):
+        drawn.setdefault(identity.id, []).append(open_drawing(data))
+    return [drawn[item["identity"]][index % DRAWINGS_PER_SUBJECT] for index, item in enumerate(items)]
 
 
 def _shuffled(held: list[Identity], identity: str) -> str:

@@ -82,6 +82,8 @@ class S2VPipeline(CogVideoXPipeline):
         check_supported(transformer)
         self.reference_token_id = add_reference_token(tokenizer, text_encoder)
         self.lora_info = None  # set by s2v.loading.load_pipeline when a LoRA is loaded
+        self.subject_size: float | None = None
+        """Set from the preset by s2v.loading.load_pipeline: see `prepare_subject`'s `subject_size`."""
         self._run_lock = threading.Lock()
 
     @property
@@ -151,7 +153,10 @@ class S2VPipeline(CogVideoXPipeline):
         do_cfg = guidance_scale > 1.0
 
         # 2. The subjects exactly as the model will see them
-        subjects = [prepare_subject(item, width, height, remove_background=remove_background) for item in images]
+        subjects = [
+            prepare_subject(item, width, height, remove_background=remove_background, subject_size=self.subject_size)
+            for item in images
+        ]
 
         # 3. Text: `<cls>` leads the prompt, never the negative prompt
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(

@@ -64,6 +64,9 @@ class Preset:
     """Random weights: output is noise, useful only to check that everything runs."""
     lora: str | None = None
     """The LoRA loaded when the user names neither a model nor a LoRA."""
+    subject_size: float | None = None
+    """Where the model was trained on subjects of one size: the subject is found in the photo and scaled so
+    its box's longer side is this share of the frame (`prepare_subject`); None fits the whole photo."""
     display_scale: int = 1
     """Videos are written this many times larger, each pixel a square block (`save_video(scale=...)`), so a
     tiny model's pixels survive H.264's half-resolution colour."""
@@ -97,6 +100,7 @@ PRESETS: dict[str, Preset] = {
         fps=8,
         resolutions=((48, 48),),
         needs_lora=False,
+        subject_size=0.65,  # nano.world.SUBJECT_SIZE: how the world draws its references
         display_scale=8,
     ),
     "cogvideox-5b": Preset(

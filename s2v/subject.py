@@ -24,6 +24,11 @@ MAX_SUBJECT_PIXELS = 40_000_000
 small file that claims more is a decompression bomb."""
 
 WHITE = (255, 255, 255)
+SUBJECT_CONTRAST = 60.0
+"""RGB distance from the background's colour past which a pixel is subject: above JPEG noise and an
+off-white tint, below the gap between a saturated subject and white."""
+SPECK = 0.01
+"""A row or column belongs to the subject's box only when more than this share of it is subject."""
 DEFAULT_BACKGROUND_MODEL = "u2net"
 
 log = logging.getLogger(__name__)
@@ -35,12 +40,51 @@ def prepare_subject(
     height: int,
     remove_background: bool = False,
     background_model: str = DEFAULT_BACKGROUND_MODEL,
+    subject_size: float | None = None,
 ) -> Image.Image:
-    """The subject as the model sees it: RGB on white, fitted into `width` x `height`."""
+    """The subject as the model sees it: RGB on white, fitted into `width` x `height`.
+
+    With `subject_size` (a preset's setting), the subject is found and scaled so that the longer side of
+    its box is that share of the frame's shorter side: a model trained on subjects of one size (s2v-nano's
+    references) gets that size whatever the photo's framing, canvas or margins.
+    """
     image = load_subject(source)
     if remove_background:
         image = remove_subject_background(image, background_model)
+    if subject_size is not None:
+        return place_subject(isolate_subject(image), width, height, subject_size)
     return fit_to_frame(image, width, height)
+
+
+def isolate_subject(image: Image.Image) -> Image.Image:
+    """The subject's box, what surrounds it turned white: pixels far from the border's colour are subject.
+
+    Meant for subjects on a plain background (white, off-white, a flat colour, JPEG noise included); a
+    photo whose border is not background keeps its whole frame, as nothing stands out of it.
+    """
+    pixels = np.asarray(image, np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    distance = np.linalg.norm(pixels - np.median(border, axis=0), axis=2)
+    subject = distance > SUBJECT_CONTRAST
+    rows = np.flatnonzero(subject.sum(axis=1) > SPECK * image.width)
+    cols = np.flatnonzero(subject.sum(axis=0) > SPECK * image.height)
+    if len(rows) == 0 or len(cols) == 0:
+        return image
+    box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    weight = np.clip(distance[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / SUBJECT_CONTRAST, 0, 1)[..., None]
+    on_white = weight * box + (1 - weight) * np.array(WHITE, np.float32)
+    return Image.fromarray(on_white.round().astype(np.uint8))
+
+
+def place_subject(image: Image.Image, width: int, height: int, subject_size: float) -> Image.Image:
+    """`image` (a subject's box) scaled so its longer side is `subject_size` of the frame's shorter side,
+    centred on white."""
+    side = subject_size * min(width, height)
+    scale = side / max(image.width, image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new("RGB", (width, height), WHITE)
+    canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
 
 
 def load_subject(source: SubjectSource) -> Image.Image:

@@ -310,3 +310,23 @@ def test_analyzer_without_a_subject():
     assert analyze_image(np.full((48, 48, 3), 255, np.uint8)).shape is None
     with pytest.raises(S2VError, match="frames"):
         analyze_clip(np.zeros((48, 48, 3), np.uint8))
+
+
+def test_subjects_drawn_by_the_second_renderer_are_read_after_the_nano_presets_placement():
+    from nano.drawn import drawings, open_drawing
+    from s2v import PRESETS, prepare_subject
+
+    held = split_identities(0)[1]
+    drawn = drawings(held, per_identity=2, seed=0)
+    images = [open_drawing(data) for _, _, data in drawn]
+    assert len(drawn) == 48 and sum(name.endswith(".jpg") for name, _, _ in drawn) == 16
+    assert len({image.size for image in images}) > 40  # canvases of any size and aspect
+    size = PRESETS["nano"].subject_size
+    read = [analyze_image(prepare_subject(image, 48, 48, subject_size=size)) for image in images]
+    for attribute, floor in (("shape", 46), ("colour", 48), ("pattern", 46), ("accent", 46)):
+        hits = sum(
+            getattr(a, attribute) == getattr(identity, attribute)
+            for a, (_, identity, _) in zip(read, drawn, strict=True)
+        )
+        assert hits >= floor, (attribute, hits)
+    assert drawings(held[:2], 2, seed=0) == drawn[:4]  # deterministic: the same seed, the same bytes

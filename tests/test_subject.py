@@ -547,3 +547,17 @@ def test_a_missing_background_model_is_tried_once_per_process_and_every_request_
         with pytest.warns(S2VWarning, match="Background removal skipped.*download failed"):
             prepare_subject(red_square_on_blue(), 60, 40, remove_background=True, background_model="u2net")
     assert len(attempts) == 1
+
+
+def test_a_preset_subject_size_finds_the_subject_and_scales_it_whatever_the_framing(tmp_path):
+    canvas = np.full((400, 640, 3), (246, 244, 240), np.uint8)  # off-white paper
+    canvas[300:340, 500:560] = RED  # a small bar near a corner: 60 px wide, a tenth of the canvas
+    path = tmp_path / "drawing.jpg"
+    Image.fromarray(canvas).save(path, quality=80)
+    placed = rgb(prepare_subject(path, 48, 48, subject_size=0.65))
+    subject = np.linalg.norm(placed.astype(np.float32) - np.array(WHITE, np.float32), axis=2) > 60
+    rows, cols = np.flatnonzero(subject.any(axis=1)), np.flatnonzero(subject.any(axis=0))
+    assert abs((cols[-1] - cols[0] + 1) - 0.65 * 48) <= 1.5  # its longer side: 0.65 of the frame
+    assert abs((rows[0] + rows[-1]) / 2 - 23.5) <= 1 and abs((cols[0] + cols[-1]) / 2 - 23.5) <= 1  # centred
+    assert close_to(placed[0:5, 0:5], WHITE, tolerance=3)  # the paper's tint is gone
+    assert close_to(placed[22:26, 22:26], RED, tolerance=25)
