@@ -128,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
     score.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
     score.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
-    score.add_argument("--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named,drawn")
+    score.add_argument(
+        "--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named,drawn"
+    )
     score.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
     score.add_argument("--out", type=Path, help="write the scores as JSON here")
     add_model_options(score, default_preset="nano")

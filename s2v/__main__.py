@@ -160,36 +160,6 @@ def _video_shape(args: argparse.Namespace, preset) -> tuple[dict, int]:
     return shape, whole_number(_given(args.fps, preset.fps), "--fps", 1)
 
 
-def _given(value, default):
-    """The flag's value, or the default when the flag is absent: a 0 the user typed is kept (and checked)."""
-    return default if value is None else value
-
-
-def _video_shape(args: argparse.Namespace, preset) -> tuple[dict, int]:
-    """--height/--width/--frames (pipeline keywords) and --fps, each the preset's when absent, checked up front.
-
-    Multiples of the model's grid and its frame limit are the pipeline's to check once it is loaded;
-    everything that needs no model (0, negatives, 8k+1) is refused here, before minutes of loading.
-    """
-    frames = whole_number(_given(args.frames, preset.num_frames), "--frames", 1)
-    if frames < 9 or (frames - 1) % 8:
-        raise S2VError(f"--frames must be 8k+1 (9, 17, 25, ...), not {frames}: other counts decode wrongly.")
-    shape = dict(
-        height=whole_number(_given(args.height, preset.height), "--height", 1),
-        width=whole_number(_given(args.width, preset.width), "--width", 1),
-        num_frames=frames,
-    )
-    return shape, whole_number(_given(args.fps, preset.fps), "--fps", 1)
-
-
-def _check_json_path(path: Path) -> None:
-    """Refuse an output path that cannot be written before any video is generated."""
-    if path.suffix != ".json":
-        raise S2VError(f"--out names a .json file for the scores, not {path}.")
-    if path.is_dir():
-        raise S2VError(f"--out {path} is a folder; name a .json file.")
-
-
 def load_settings(args: argparse.Namespace):
     """The model flags (`add_model_options`) as `LoadSettings`; shared with nano's evaluator CLI."""
     from .loading import LoadSettings
