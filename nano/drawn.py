@@ -12,13 +12,9 @@ world's framing.
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-from s2v.video import atomic_folder
 
 from .world import ACCENTS, COLOURS, Identity
 
@@ -28,7 +24,8 @@ FILL = (0.1, 0.9)
 CANVAS = (64, 720)
 """Each canvas side is drawn from this range, independently: any size, any aspect."""
 INNER = {"disc": 0.8, "square": 0.8, "bar": 0.8, "triangle": 0.62, "diamond": 0.7}
-"""The pattern stays inside the outline scaled by this about the shape's centre: a band of body colour."""
+"""The pattern stays inside the outline scaled by this about the box's centre: a band of body colour, about
+as wide as the world's (wider along the triangle's base and the bar's long sides: a drawing, not a copy)."""
 
 
 def draw_subject(identity: Identity, rng: np.random.Generator) -> Image.Image:
@@ -67,22 +64,10 @@ def drawings(identities: list[Identity], per_identity: int = 2, seed: int = 0) -
 
 
 def open_drawing(data: bytes) -> Image.Image:
+    """A drawing's bytes decoded as a user's upload would be."""
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
-
-
-def write_drawn_set(folder: str | Path, identities: list[Identity], per_identity: int = 2, seed: int = 0) -> Path:
-    """The drawings as files, with `drawn.jsonl` naming each one's identity: what a user would upload."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_folder(folder) as staging:
-        lines = []
-        for name, identity, data in drawings(identities, per_identity, seed):
-            (staging / name).write_bytes(data)
-            lines.append(json.dumps({"file": name, "identity": identity.id, "size": list(open_drawing(data).size)}))
-        (staging / "drawn.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def _shape_mask(shape: str, size: tuple[int, int], centre: tuple[float, float], box: float, scale: float):

@@ -116,7 +116,7 @@ def evaluate(pipe, settings: EvalSettings | None = None, progress: bool = True) 
     report = EvalReport(settings=asdict(settings))
     for condition in settings.conditions:
         if condition == "drawn":
-            images = _drawn_references(held, items, settings.seed)
+            images = _drawn_references(held, items, settings.seed, settings.per_subject)
         else:
             images = [references.get(identity) for identity in shown[condition]]
         videos = _generate(pipe, items, images, settings, progress, condition)
@@ -185,14 +185,17 @@ def _generate(pipe, items, references, settings: EvalSettings, progress: bool, c
     return videos
 
 
-def _drawn_references(held: list[Identity], items: list[dict], seed: int) -> list[Image.Image]:
+def _drawn_references(held: list[Identity], items: list[dict], seed: int, per_subject: int) -> list[Image.Image]:
     """Each item's subject as drawn by the second renderer: its subject's drawings taken in turn."""
     from .drawn import drawings, open_drawing
 
     drawn: dict[str, list[Image.Image]] = {}
     for _, identity, data in drawings(held, DRAWINGS_PER_SUBJECT, seed):
         drawn.setdefault(identity.id, []).append(open_drawing(data))
-    return [drawn[item["identity"]][index % DRAWINGS_PER_SUBJECT] for index, item in enumerate(items)]
+    return [
+        drawn[item["identity"]][(index + index // per_subject) % DRAWINGS_PER_SUBJECT]  # each motion meets each
+        for index, item in enumerate(items)
+    ]
 
 
 def _shuffled(held: list[Identity], identity: str) -> str:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2v.errors import S2VError
 
-from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train
-from .vae import reconstruction_ceiling, train_vae
-from .world import split_identities, write_world
+from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
+from .vae import train_vae
+from .world import write_world
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,6 @@ def grid(folder: str | Path, names: list[str], minutes: float, plan: BuildPlan |
     return scores
 
 
-def vae_ceiling(vae: Path, plan: BuildPlan, out: Path) -> None:
-    """What the analyzer still reads on real held-out clips after this VAE's round trip: every candidate's bound."""
-    from diffusers import AutoencoderKLCogVideoX
-
-    model = AutoencoderKLCogVideoX.from_pretrained(vae).float().eval()
-    result = reconstruction_ceiling(model, split_identities(plan.seed)[1], plan.ceiling_clips, seed=plan.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clips = plan.ceiling_clips * len(split_identities(plan.seed)[1])
-    out.write_text(json.dumps({"clips": clips, **asdict(result)}, indent=1))
-
-
 def ceiling_table(root: Path) -> str:
     """Markdown: each VAE's ceiling as k/n held-out clips (identity: all four attributes)."""
     lines = ["| VAE | shape | colour | pattern | identity | PSNR |", "|---|---|---|---|---|---|"]
@@ -104,8 +93,11 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, vae: Path, mi
     from .base import write_untrained_base
 
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "world").exists():
-        (folder / "world").symlink_to(world.resolve(), target_is_directory=True)
+    link = folder / "world"
+    if link.is_symlink() and not link.exists():  # the grid was moved: point at its own world again
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(Path("../..") / world.name, target_is_directory=True)
     untrained = folder / "base-untrained"
     _once(untrained, lambda: write_untrained_base(vae, untrained, plan.seed, candidate.transformer))
     paths = _base_overrides(folder, plan) + list(candidate.train)
@@ -122,14 +114,20 @@ def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:
     """Steps that fill `minutes` at this candidate's measured speed; measured once, then read back."""
     record = folder / "budget.json"
     if record.exists():
-        return json.loads(record.read_text())["steps"]
+        budget = json.loads(record.read_text())
+        if budget["minutes"] != minutes:
+            raise S2VError(f"{folder} was budgeted {budget['minutes']} minutes, not {minutes}; grid into a new folder.")
+        return budget["steps"]
     seconds = {}
     for steps in PROBE_STEPS:
         probe = folder / f"probe-{steps}"
-        started = time.perf_counter()
-        _train(BASE_CONFIG, [*paths, f"run.output_dir={probe}", f"optim.max_steps={steps}"])
-        seconds[steps] = time.perf_counter() - started
-        shutil.rmtree(probe)
+        shutil.rmtree(probe, ignore_errors=True)  # a probe interrupted after its checkpoint would resume, untimed
+        try:
+            started = time.perf_counter()
+            _train(BASE_CONFIG, [*paths, f"run.output_dir={probe}", f"optim.max_steps={steps}"])
+            seconds[steps] = time.perf_counter() - started
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
     per_step = (seconds[PROBE_STEPS[1]] - seconds[PROBE_STEPS[0]]) / (PROBE_STEPS[1] - PROBE_STEPS[0])
     steps = max(1, int(minutes * 60 / max(per_step, 1e-3)))
     record.write_text(json.dumps({"minutes": minutes, "seconds_per_step": round(per_step, 3), "steps": steps}))
@@ -139,7 +137,7 @@ def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:
 def grid_table(scores: dict[str, dict], root: Path) -> str:
     """Markdown: each candidate's lever, budget and named-subject scores (percentages of 192 items)."""
     header = (
-        "| candidate | lever | steps (s/step) | shape | colour | pattern | identity | motion | strict motion "
+        "| candidate | lever | minutes: steps (s/step) | shape | colour | pattern | identity | motion | strict motion "
         "| present |\n|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
@@ -151,7 +149,8 @@ def grid_table(scores: dict[str, dict], root: Path) -> str:
         )
         a = s["attributes"]
         rows.append(
-            f"| {name} | {lever} | {budget['steps']} ({budget['seconds_per_step']}) | {a['shape']:.1f} | "
+            f"| {name} | {lever} | {budget['minutes']:g}: {budget['steps']} ({budget['seconds_per_step']}) | "
+            f"{a['shape']:.1f} | "
             f"{a['colour']:.1f} | {a['pattern']:.1f} | {s['identity']:.1f} | {s['motion']:.1f} | "
             f"{s['motion_strict']:.1f} | {s['present']:.1f} |"
         )

@@ -27,8 +27,11 @@ WHITE = (255, 255, 255)
 SUBJECT_CONTRAST = 60.0
 """RGB distance from the background's colour past which a pixel is subject: above JPEG noise and an
 off-white tint, below the gap between a saturated subject and white."""
-SPECK = 0.01
-"""A row or column belongs to the subject's box only when more than this share of it is subject."""
+SPECK_PIXELS = 2
+"""A row or column belongs to the subject's box only with this many subject pixels: a lone JPEG speck does not."""
+PLACED_TOLERANCE = 1.5
+PAPER_LEVEL, PAPER_TINT = 200.0, 40.0
+"""A border is paper when its darkest channel is at least this and its channels differ by at most this."""
 DEFAULT_BACKGROUND_MODEL = "u2net"
 
 log = logging.getLogger(__name__)
@@ -51,40 +54,62 @@ def prepare_subject(
     image = load_subject(source)
     if remove_background:
         image = remove_subject_background(image, background_model)
-    if subject_size is not None:
-        return place_subject(isolate_subject(image), width, height, subject_size)
-    return fit_to_frame(image, width, height)
+    if subject_size is None:
+        return fit_to_frame(image, width, height)
+    if image.size == (width, height) and _already_placed(image, subject_size):
+        return image
+    return place_subject(isolate_subject(image), width, height, subject_size)
 
 
 def isolate_subject(image: Image.Image) -> Image.Image:
-    """The subject's box, what surrounds it turned white: pixels far from the border's colour are subject.
+    """The subject's box, what surrounds it turned white: pixels far from the paper's colour are subject.
 
-    Meant for subjects on a plain background (white, off-white, a flat colour, JPEG noise included); a
-    photo whose border is not background keeps its whole frame, as nothing stands out of it.
+    The paper is the border's colour when that is light and grey (white, off-white, JPEG noise included);
+    any other border means the picture is already the subject's box (a tight crop, or a photo), kept whole.
     """
-    pixels = np.asarray(image, np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    distance = np.linalg.norm(pixels - np.median(border, axis=0), axis=2)
-    subject = distance > SUBJECT_CONTRAST
-    rows = np.flatnonzero(subject.sum(axis=1) > SPECK * image.width)
-    cols = np.flatnonzero(subject.sum(axis=0) > SPECK * image.height)
-    if len(rows) == 0 or len(cols) == 0:
+    found = _subject_box(image)
+    if found is None:
         return image
-    box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    weight = np.clip(distance[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / SUBJECT_CONTRAST, 0, 1)[..., None]
-    on_white = weight * box + (1 - weight) * np.array(WHITE, np.float32)
+    box, pixels, distance = found
+    weight = np.clip(distance[box] / SUBJECT_CONTRAST, 0, 1)[..., None]
+    on_white = weight * pixels[box] + (1 - weight) * np.array(WHITE, np.float32)
     return Image.fromarray(on_white.round().astype(np.uint8))
+
+
+def _subject_box(image: Image.Image):
+    """((rows, cols) slices of the subject's box, RGB pixels, distance from the paper), or None without paper."""
+    pixels = np.asarray(image.convert("RGB"), np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    paper = np.median(border, axis=0)
+    if paper.min() < PAPER_LEVEL or paper.max() - paper.min() > PAPER_TINT:
+        return None
+    distance = np.linalg.norm(pixels - paper, axis=2)
+    subject = distance > SUBJECT_CONTRAST
+    rows = np.flatnonzero(subject.sum(axis=1) >= SPECK_PIXELS)
+    cols = np.flatnonzero(subject.sum(axis=0) >= SPECK_PIXELS)
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    return (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)), pixels, distance
 
 
 def place_subject(image: Image.Image, width: int, height: int, subject_size: float) -> Image.Image:
     """`image` (a subject's box) scaled so its longer side is `subject_size` of the frame's shorter side,
     centred on white."""
-    side = subject_size * min(width, height)
-    scale = side / max(image.width, image.height)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    canvas = Image.new("RGB", (width, height), WHITE)
-    canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
-    return canvas
+    scale = subject_size * min(width, height) / max(image.width, image.height)
+    return _paste_centred(image, width, height, scale)
+
+
+def _already_placed(image: Image.Image, subject_size: float) -> bool:
+    """Whether a frame-sized picture already holds its subject at the right size and centred, within what
+    finding an anti-aliased edge can be off by: resampling it (the world's own references) would only blur it."""
+    found = _subject_box(image)
+    if found is None:
+        return False
+    rows, cols = found[0]
+    side = subject_size * min(image.size)
+    centre = ((cols.start + cols.stop) / 2 - image.width / 2, (rows.start + rows.stop) / 2 - image.height / 2)
+    extent = max(rows.stop - rows.start, cols.stop - cols.start)
+    return abs(extent - side) <= PLACED_TOLERANCE and max(map(abs, centre)) <= PLACED_TOLERANCE
 
 
 def load_subject(source: SubjectSource) -> Image.Image:
@@ -107,7 +132,10 @@ def load_subject(source: SubjectSource) -> Image.Image:
 
 def fit_to_frame(image: Image.Image, width: int, height: int) -> Image.Image:
     """Scale to fit inside the frame and pad the rest with white: never stretched or cropped."""
-    scale = min(width / image.width, height / image.height)
+    return _paste_centred(image, width, height, min(width / image.width, height / image.height))
+
+
+def _paste_centred(image: Image.Image, width: int, height: int, scale: float) -> Image.Image:
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     canvas = Image.new("RGB", (width, height), WHITE)
     canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))

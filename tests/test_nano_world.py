@@ -24,6 +24,7 @@ from nano.world import (
     PATTERNS,
     SCENES,
     SHAPES,
+    SUBJECT_SIZE,
     Identity,
     all_identities,
     eval_prompt,
@@ -330,3 +331,7 @@ def test_subjects_drawn_by_the_second_renderer_are_read_after_the_nano_presets_p
         )
         assert hits >= floor, (attribute, hits)
     assert drawings(held[:2], 2, seed=0) == drawn[:4]  # deterministic: the same seed, the same bytes
+    assert size == SUBJECT_SIZE
+    for identity in held:  # the world's own references reach the model untouched
+        reference = render_subject(identity, 48, 48)
+        assert np.array_equal(np.asarray(prepare_subject(reference, 48, 48, subject_size=size)), np.asarray(reference))

@@ -561,3 +561,14 @@ def test_a_preset_subject_size_finds_the_subject_and_scales_it_whatever_the_fram
     assert abs((rows[0] + rows[-1]) / 2 - 23.5) <= 1 and abs((cols[0] + cols[-1]) / 2 - 23.5) <= 1  # centred
     assert close_to(placed[0:5, 0:5], WHITE, tolerance=3)  # the paper's tint is gone
     assert close_to(placed[22:26, 22:26], RED, tolerance=25)
+
+
+def test_a_tight_crop_with_no_paper_around_it_is_taken_as_the_subjects_box():
+    crop = np.zeros((30, 30, 3), np.uint8)
+    crop[:] = BLUE
+    crop[10:20, 10:20] = (20, 20, 20)  # a dark patch inside: it must not become "the subject"
+    placed = rgb(prepare_subject(crop, 48, 48, subject_size=0.65))
+    blue = np.all(np.abs(placed.astype(int) - BLUE) < 40, axis=2)
+    rows, cols = np.flatnonzero(blue.any(axis=1)), np.flatnonzero(blue.any(axis=0))
+    assert abs((cols[-1] - cols[0] + 1) - 0.65 * 48) <= 1.5 and abs((rows[-1] - rows[0] + 1) - 0.65 * 48) <= 1.5
+    assert close_to(placed[0:4, 0:4], WHITE)
