@@ -231,10 +231,15 @@ def checked_frames(model: Model, frames) -> int:
 
 
 def checked_size(model: Model, resolution) -> tuple[int, int]:
-    choices = [f"{h}x{w}" for h, w in model.preset.resolutions]
+    choices = size_choices(model.preset)
     if resolution not in choices:
         raise S2VError(f"Size must be one of {', '.join(choices)}, not {resolution!r}.")
     return parse_resolution(resolution)
+
+
+def size_choices(preset: Preset) -> list[str]:
+    """The size dropdown's choices, "HxW", the preset's default first; what `checked_size` accepts."""
+    return [f"{h}x{w}" for h, w in preset.resolutions]
 
 
 def switch(value, label: str) -> bool:
@@ -504,7 +509,7 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
         duration = lambda job, *rest: gpu_seconds(job.steps, job.frames)  # noqa: E731 - ZeroGPU's own argument
         handlers.zero_gpu_task = spaces.GPU(duration=duration)(render_on_zero_gpu)
     preset = model.preset
-    resolutions = [f"{h}x{w}" for h, w in preset.resolutions]
+    resolutions = size_choices(preset)
     frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
 
     with gr.Blocks(title="s2v — subject-driven video", delete_cache=(3600, 86400)) as demo:
@@ -649,9 +654,9 @@ def prune(folder: Path, max_age: float = VIDEO_MAX_AGE) -> None:
             continue
 
 
-def parse_resolution(choice) -> tuple[int, int]:
-    """ "480x720" -> (480, 720); the dropdown only lets through its own choices."""
-    height, width = (int(side) for side in str(choice).split("x"))
+def parse_resolution(choice: str) -> tuple[int, int]:
+    """ "480x720" -> (480, 720), for a choice `checked_size` has already accepted."""
+    height, width = (int(side) for side in choice.split("x"))
     return height, width
 
 

@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 def generate(args: argparse.Namespace) -> int:
     from .loading import load_pipeline
     from .pipeline import MAX_SEED, MAX_STEPS
-    from .video import check_output, save_video
+    from .video import MAX_SCALE, check_output, save_video
 
     preset = PRESETS[args.preset]
     shape, fps = _video_shape(args, preset)  # impossible numbers and unwritable paths fail before any loading
     steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 1, MAX_STEPS)
     guidance = real_number(_given(args.guidance, preset.guidance_scale), "--guidance", 0.0)
     seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
-    scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, 16)
+    scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, MAX_SCALE)
     check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)

@@ -21,6 +21,8 @@ from .numbers import whole_number
 
 Frames = Sequence[Image.Image] | np.ndarray
 VIDEO_FORMATS = ("mp4", "gif", "png")
+MAX_SCALE = 16
+"""The largest `save_video` scale: a block of 16x16 per pixel already turns 48 px into 768."""
 
 
 def video_format(path: str | os.PathLike) -> str:
@@ -64,7 +66,7 @@ def save_video(frames: Frames, path: str | os.PathLike, fps: int = 8, scale: int
     path = Path(path)
     kind = check_output(path)
     fps = whole_number(fps, "fps", 1)
-    scale = whole_number(scale, "scale", 1, 16)
+    scale = whole_number(scale, "scale", 1, MAX_SCALE)
     array = frames_to_uint8(frames)
     if scale > 1:
         array = array.repeat(scale, axis=1).repeat(scale, axis=2)
