@@ -12,14 +12,17 @@ and training resumes its checkpoints, so an interrupted grid continues where it 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2v.errors import S2VError
+from s2v.video import atomic_folder
 
 from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
+from .base import write_untrained_base
 from .vae import train_vae
 from .world import write_world
 
@@ -46,8 +49,12 @@ CANDIDATES = {
         Candidate("wider", transformer={"num_attention_heads": 8}),
         Candidate("deeper", transformer={"num_layers": 10}),
         Candidate("lr-2e-3", train=("optim.learning_rate=2e-3",)),
+        Candidate("min-snr", train=("optim.snr_gamma=5",)),
+        Candidate("ema", train=("optim.ema_decay=0.999",)),
     )
 }
+FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")
+"""What every candidate on one VAE shares, linked from one folder, so they share one prepared cache too."""
 PROBE_STEPS = (3, 13)
 """Two short runs whose time difference gives the seconds a step costs, setup excluded."""
 
@@ -66,7 +73,9 @@ def grid(folder: str | Path, names: list[str], minutes: float, plan: BuildPlan |
         _once(vae, lambda c=candidate, v=vae: train_vae(world, v, replace(plan.vae, spatial_compression=c.vae)))
         ceiling = root / "results" / f"vae-{candidate.vae}x-ceiling.json"
         _once(ceiling, lambda v=vae, out=ceiling: vae_ceiling(v, plan, out))
-        run_candidate(root / "candidates" / name, candidate, world, vae, minutes, plan)
+        frozen = root / f"frozen-vae-{candidate.vae}x"
+        _once(frozen, lambda v=vae, f=frozen: write_untrained_base(v, f, plan.seed))
+        run_candidate(root / "candidates" / name, candidate, world, frozen, minutes, plan)
     scores = {
         name: json.loads(path.read_text())
         for name in CANDIDATES
@@ -88,26 +97,44 @@ def ceiling_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_candidate(folder: Path, candidate: Candidate, world: Path, vae: Path, minutes: float, plan: BuildPlan):
-    """The candidate's base in a build-shaped folder (its `world` a link to the grid's), then its scores."""
-    from .base import write_untrained_base
-
+def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path, minutes: float, plan: BuildPlan):
+    """The candidate's base in a build-shaped folder (its `world` and frozen parts links to the grid's), then its
+    scores. Candidates on one VAE read one cache, prepared by the first of them."""
+    scores = folder / "results" / "named.json"
+    if scores.exists():
+        return
     folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "world"
-    if link.is_symlink() and not link.exists():  # the grid was moved: point at its own world again
-        link.unlink()
-    if not link.is_symlink():
-        link.symlink_to(Path("../..") / world.name, target_is_directory=True)
+    _link(folder / "world", world)
     untrained = folder / "base-untrained"
-    _once(untrained, lambda: write_untrained_base(vae, untrained, plan.seed, candidate.transformer))
-    paths = _base_overrides(folder, plan) + list(candidate.train)
-    _once(folder / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))
+    _once(untrained, lambda: _untrained_linked(untrained, frozen, candidate, plan))
+    cache = frozen.parent / f"cache-{frozen.name.removeprefix('frozen-')}"
+    paths = [*_base_overrides(folder, plan), f"data.cache={cache}", *candidate.train]
+    _once(cache / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))
     steps = budget_steps(folder, paths, minutes)
     trained = [*paths, f"optim.max_steps={steps}", "run.checkpoint_every=100"]
     _once(folder / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, trained))
     _once(folder / "base", lambda: _assemble_base(folder))
-    scores = folder / "results" / "named.json"
     _once(scores, lambda: _evaluate(folder, None, plan, ("named",), scores))
+
+
+def _untrained_linked(untrained: Path, frozen: Path, candidate: Candidate, plan: BuildPlan) -> None:
+    """The candidate's untrained base: its own transformer, the grid's frozen VAE, T5 and tokenizer."""
+    with atomic_folder(untrained) as staging:
+        write_untrained_base(frozen / "vae", staging / "model", plan.seed, candidate.transformer)
+        for item in (staging / "model").iterdir():
+            item.rename(staging / item.name)
+        (staging / "model").rmdir()
+        for part in FROZEN_PARTS:
+            shutil.rmtree(staging / part)
+            _link(staging / part, frozen / part)
+
+
+def _link(link: Path, target: Path) -> None:
+    """A relative link (so the grid folder can move) to `target`, renewed when it dangles."""
+    if link.is_symlink() and not link.exists():
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(Path(os.path.relpath(target, link.parent)), target_is_directory=True)
 
 
 def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:

@@ -200,8 +200,10 @@ def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_lin
 
 def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_without_retraining(tmp_path):
     folder = tmp_path / "grid"
-    scores = grid(folder, ["reference", "vae-2x"], minutes=0.02, plan=BuildPlan.smoke())
-    assert set(scores) == {"reference", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
+    scores = grid(folder, ["reference", "min-snr", "vae-2x"], minutes=0.02, plan=BuildPlan.smoke())
+    assert set(scores) == {"reference", "min-snr", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
+    assert sorted(path.name for path in folder.glob("cache-*")) == ["cache-vae-2x", "cache-vae-4x"]  # one per VAE
+    assert not list((folder / "candidates").glob("*/cache"))
     budget = json.loads((folder / "candidates" / "vae-2x" / "budget.json").read_text())
     assert budget["steps"] >= 1 and budget["seconds_per_step"] > 0
     assert not list((folder / "candidates" / "vae-2x").glob("probe-*"))

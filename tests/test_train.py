@@ -301,14 +301,18 @@ RUNNER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("kill_at", "during_write", "every"), [(3, False, 3), (4, True, 2)])
-def test_a_killed_run_resumes_to_bit_identical_weights_and_task_log(tmp_path, kill_at, during_write, every):
+@pytest.mark.parametrize(
+    ("kill_at", "during_write", "every", "averaged"), [(3, False, 3, False), (4, True, 2, False), (3, False, 3, True)]
+)
+def test_a_killed_run_resumes_to_bit_identical_weights_and_task_log(tmp_path, kill_at, during_write, every, averaged):
+    """With a weight average (EMA) too: its state resumes with the checkpoint, so the export is the same."""
     settings = [
         "tasks.motion_probability=0.5",
         "tasks.drop_probability=0.5",
         "optim.max_steps=6",
         f"run.checkpoint_every={every}",
         "run.keep_checkpoints=5",
+        *(["optim.ema_decay=0.9"] if averaged else []),
     ]
     reference = tiny_config(tmp_path / "whole", *settings)
     train(reference)
@@ -342,6 +346,8 @@ def test_a_killed_run_resumes_to_bit_identical_weights_and_task_log(tmp_path, ki
     expected, got = lora_weights(whole / "lora"), lora_weights(resumed / "lora")
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     assert [entry["step"] for entry in read_log(interrupted)] == [1, 2, 3, 4, 5, 6]
+    last_step = lora_weights(whole / "checkpoints" / "step_0000006" / "lora")
+    assert any(not torch.equal(last_step[k], expected[k]) for k in expected) == averaged
 
 
 def test_two_cpu_processes_train_data_parallel_and_save_a_checkpoint(tmp_path):
@@ -384,6 +390,27 @@ def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
         tiny_config(tmp_path, "data.num_frames=12")
     with pytest.raises(S2VError, match="tasks.mode"):
         tiny_config(tmp_path, "tasks.mode=three-stage")
+    with pytest.raises(S2VError, match="snr_gamma must be above 0"):
+        tiny_config(tmp_path, "optim.snr_gamma=0")
+    with pytest.raises(S2VError, match="ema_decay must be between 0 and 1"):
+        tiny_config(tmp_path, "optim.ema_decay=1")
+
+
+def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, synthetic):
+    from train.tasks import _loss_weights
+
+    scheduler = pipe.scheduler
+    steps = torch.tensor([999, 500, 0])
+    weights = _loss_weights(scheduler, steps, 5.0)
+    snr = scheduler.alphas_cumprod[steps] / (1 - scheduler.alphas_cumprod[steps])
+    assert weights[0] == 0 and 0 < weights[1] < 1 and float(weights[2]) == pytest.approx(float(5 / (snr[2] + 1)), rel=1e-5)
+    assert torch.equal(_loss_weights(scheduler, steps, None), torch.ones(3))
+    batch = identity_batch(pipe, [synthetic[0][0], synthetic[0][1]], torch.Generator().manual_seed(0))
+    losses = [
+        batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, torch.Generator().manual_seed(3), g)
+        for g in (None, 5.0)
+    ]
+    assert losses[0] != losses[1]
 
 
 def test_prepared_cache_trains_and_matches_the_uncached_batch_shapes(tmp_path, pipe, synthetic):

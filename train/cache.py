@@ -296,12 +296,28 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 
 def _fingerprint(config: TrainConfig) -> dict:
-    """What the encodings depend on: the data, its geometry, and the frozen model."""
+    """What the encodings depend on: the data, its geometry, and the frozen model's VAE and text encoder.
+
+    Local paths are resolved, so models that link the same frozen parts (the base grid's candidates differ
+    only in their transformer) share one cache.
+    """
     data, model = config.data, config.model
     sources = [data.pairs, data.videos, data.video_captions] if not data.synthetic else ["synthetic", config.run.seed]
     return {
-        "sources": [str(source) for source in sources],
+        "sources": [_resolved(source) for source in sources],
         "size": [data.height, data.width, data.num_frames, data.fps],
-        "model": model.model or model.preset,
+        "model": _frozen_parts(model.model or model.preset),
         "reference_frames": _needs_frames(config),
     }
+
+
+def _frozen_parts(model: str) -> str | dict[str, str]:
+    """A local model folder's encoding parts, as the folders they really are; a hub id or preset as named."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    return {part: str((folder / part).resolve()) for part in ("vae", "text_encoder", "tokenizer")}
+
+
+def _resolved(source) -> str:
+    return str(Path(source).resolve()) if isinstance(source, str) and Path(source).exists() else str(source)

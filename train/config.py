@@ -79,6 +79,12 @@ class OptimConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "bf16"
     """bf16 autocast over fp32 LoRA weights, or no."""
+    snr_gamma: float | None = None
+    """Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs): caps the weight of nearly clean timesteps so
+    training spends itself on the mid-noise steps where layout and shape are decided. None: plain v-prediction MSE."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the trained weights (diffusers' EMAModel, with its warm-up) and
+    export it instead of the last step's weights; e.g. 0.999. None: no average."""
 
 
 @dataclass
@@ -133,6 +139,10 @@ class TrainConfig:
             raise S2VError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {schedule!r}.")
         if self.optim.optimizer not in ("adamw", "adamw8bit"):
             raise S2VError(f"optim.optimizer must be adamw or adamw8bit, not {self.optim.optimizer!r}.")
+        if self.optim.snr_gamma is not None and not self.optim.snr_gamma > 0:
+            raise S2VError(f"optim.snr_gamma must be above 0 (or null for no weighting), not {self.optim.snr_gamma}.")
+        if self.optim.ema_decay is not None and not 0 < self.optim.ema_decay < 1:
+            raise S2VError(f"optim.ema_decay must be between 0 and 1 (or null for no average), not {self.optim.ema_decay}.")
         if self.model.lora_dtype not in ("fp32", "bf16"):
             raise S2VError(f"model.lora_dtype must be fp32 or bf16, not {self.model.lora_dtype!r}.")
         return self

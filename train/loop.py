@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import cast_training_params
+from diffusers.training_utils import EMAModel, cast_training_params
 from peft import LoraConfig, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -77,6 +77,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     )
     model, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     _register_weight_hooks(accelerator, transformer, config)
+    ema = _moving_average(accelerator, trainable, config)
 
     # 4. Our randomness (task switch, data, drops, noise), per process, and resuming
     state = TrainingState(seed=config.run.seed + accelerator.process_index)
@@ -99,7 +100,9 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             batch = _batch(task, pipe, pairs, videos, config, state, skipped)
             if empty_prompt is not None:
                 batch = drop_captions(batch, empty_prompt, config.tasks.caption_dropout, state.rng)
-            loss = batch_loss(model, transformer.config, pipe.scheduler, batch, state.generator)
+            loss = batch_loss(
+                model, transformer.config, pipe.scheduler, batch, state.generator, config.optim.snr_gamma
+            )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
@@ -108,6 +111,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             optimizer.zero_grad()
         if not accelerator.sync_gradients:
             continue
+        if ema is not None:
+            ema.step(trainable)
         state.step += 1
         state.tasks.append(task)
         metrics = {
@@ -131,6 +136,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
 
     # 6. Export: the final weights in the format s2v loads as is, and the task log
     final = output_dir / ("lora" if config.model.lora_rank else "transformer")
+    if ema is not None:
+        ema.copy_to(trainable)
     if accelerator.is_main_process:
         _export(transformer, config, final)
         (output_dir / "task_log.json").write_text(json.dumps(state.tasks))
@@ -193,6 +200,16 @@ def _optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> tor
 
         return bitsandbytes.optim.AdamW8bit(parameters, **options)
     return torch.optim.AdamW(parameters, **options)
+
+
+def _moving_average(accelerator: Accelerator, trainable: list[torch.nn.Parameter], config: TrainConfig):
+    """The weights' moving average, saved and resumed with every checkpoint (None when the config has none)."""
+    if config.optim.ema_decay is None:
+        return None
+    ema = EMAModel(trainable, decay=config.optim.ema_decay, use_ema_warmup=True)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    return ema
 
 
 def _register_weight_hooks(accelerator: Accelerator, transformer, config: TrainConfig) -> None:

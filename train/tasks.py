@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from diffusers.training_utils import compute_snr
 from PIL import Image
 
 from s2v.model import predict
@@ -134,11 +135,14 @@ def encode_text(pipe: S2VPipeline, prompts: list[str]) -> torch.Tensor:
     return embeds
 
 
-def batch_loss(transformer, config, scheduler, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+def batch_loss(
+    transformer, config, scheduler, batch: Batch, generator: torch.Generator, snr_gamma: float | None = None
+) -> torch.Tensor:
     """v-prediction MSE over the video latents; kept and dropped references as two forwards.
 
-    The two groups' losses are weighted by their sample counts, so the result equals the
-    mean over the whole micro-batch. `config` is the transformer's (it may be wrapped).
+    Each sample's mean squared error is weighted (1, or min-SNR-gamma's `min(SNR, gamma) / (SNR + 1)`) and the
+    result is the mean over the whole micro-batch, whichever group a sample is in. `config` is the
+    transformer's (it may be wrapped).
     """
     latents = batch.latents
     size = latents.shape[0]
@@ -147,6 +151,7 @@ def batch_loss(transformer, config, scheduler, batch: Batch, generator: torch.Ge
     timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = scheduler.get_velocity(latents, noise, timesteps)
+    weights = _loss_weights(scheduler, timesteps, snr_gamma)
     total = latents.new_zeros(())
     for kept in (True, False):
         group = (batch.keep == kept).nonzero().flatten().to(latents.device)
@@ -161,5 +166,14 @@ def batch_loss(transformer, config, scheduler, batch: Batch, generator: torch.Ge
             frame_offset=1,
             config=config,
         )
-        total = total + torch.nn.functional.mse_loss(prediction.float(), target[group].float()) * len(group)
+        errors = (prediction.float() - target[group].float()).pow(2).flatten(1).mean(dim=1)
+        total = total + (errors * weights[group]).sum()
     return total / size
+
+
+def _loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
+    """Per-sample loss weights: all 1, or min-SNR-gamma for v-prediction (diffusers' `compute_snr`)."""
+    if snr_gamma is None:
+        return torch.ones(timesteps.shape, device=timesteps.device)
+    snr = compute_snr(scheduler, timesteps).float()
+    return snr.clamp(max=snr_gamma) / (snr + 1)
