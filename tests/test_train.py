@@ -35,6 +35,7 @@ from train.tasks import (
     keep_mask,
     motion_batch,
     reference_frame,
+    unreferenced_frame_offset,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +167,22 @@ def test_motion_task_uses_a_frame_of_the_clip_and_drops_the_whole_reference_stre
     assert torch.equal(dropped["image_rotary_emb"][0], video_positions)
     tokens_per_frame = (4 // 2) * (6 // 2)
     assert torch.equal(kept["image_rotary_emb"][0][tokens_per_frame:], video_positions)
+
+
+def test_a_text_to_video_base_trains_its_videos_where_the_stock_pipeline_samples_them(pipe, synthetic):
+    """RoPE frames 0..T-1, as CogVideoX was pretrained; the method's dropped references keep 1..T."""
+    _, videos = synthetic
+    config = TaskConfig(mode="text-to-video")
+    batch = motion_batch(pipe, [videos[0]], config, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert not batch.keep.any()
+    offsets = {mode: unreferenced_frame_offset(TaskConfig(mode=mode)) for mode in ("text-to-video", "switched")}
+    assert offsets == {"text-to-video": 0, "switched": 1}
+    captured = Captured(pipe.transformer)
+    generator = torch.Generator().manual_seed(1)
+    batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, generator, None, 0)
+    (call,) = captured.calls
+    stock = rotary_embedding(pipe.transformer.config, 4, 6, batch.latents.shape[1], first_frame=0)[0]
+    assert torch.equal(call["image_rotary_emb"][0], stock)
 
 
 def test_task_and_drop_shares_match_p_and_q_within_binomial_bounds():
@@ -472,8 +489,7 @@ def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_fra
         tmp_path,
         "data.pairs=null",
         f"data.cache={tmp_path / 'cache'}",
-        "tasks.mode=joint-t2v",
-        "tasks.motion_probability=1.0",
+        "tasks.mode=text-to-video",
         "tasks.caption_dropout=0.5",
         "optim.lr_schedule=cosine",
         "model.lora_rank=0",

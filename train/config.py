@@ -10,7 +10,9 @@ import yaml
 
 from s2v.errors import S2VError
 
-MODES = ("switched", "image-only", "two-stage", "joint-t2v")
+MODES = ("switched", "image-only", "two-stage", "joint-t2v", "text-to-video")
+"""The method's switched training, its ablations (METHOD §5), and text-to-video: pretraining a base model
+the way CogVideoX was, every step a video with no reference, the video at RoPE frames 0..T-1."""
 REFERENCE_FRAMES = ("random", "first", "grid")
 LR_SCHEDULES = ("constant_with_warmup", "cosine")
 
@@ -149,12 +151,16 @@ class TrainConfig:
 
     @property
     def uses_videos(self) -> bool:
-        return self.tasks.mode != "image-only" and self.tasks.motion_probability > 0
+        return self.tasks.mode == "text-to-video" or (
+            self.tasks.mode != "image-only" and self.tasks.motion_probability > 0
+        )
 
     @property
     def uses_pairs(self) -> bool:
-        """False only when every step is a video step: training a text-to-video base (p = 1)."""
-        return self.tasks.mode == "image-only" or self.tasks.motion_probability < 1
+        """False only when every step is a video step: a text-to-video base, or p = 1."""
+        return self.tasks.mode != "text-to-video" and (
+            self.tasks.mode == "image-only" or self.tasks.motion_probability < 1
+        )
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

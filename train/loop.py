@@ -29,7 +29,16 @@ from .cache import cached_identity_batch, cached_motion_batch, open_cache
 from .checkpoint import TrainingState, load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import SkipCounter, draw, open_datasets
-from .tasks import IDENTITY, TaskSchedule, batch_loss, drop_captions, encode_text, identity_batch, motion_batch
+from .tasks import (
+    IDENTITY,
+    TaskSchedule,
+    batch_loss,
+    drop_captions,
+    encode_text,
+    identity_batch,
+    motion_batch,
+    unreferenced_frame_offset,
+)
 
 log = logging.getLogger("train")
 TRAIN_LOG = "train_log.jsonl"
@@ -101,7 +110,13 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             if empty_prompt is not None:
                 batch = drop_captions(batch, empty_prompt, config.tasks.caption_dropout, state.rng)
             loss = batch_loss(
-                model, transformer.config, pipe.scheduler, batch, state.generator, config.optim.snr_gamma
+                model,
+                transformer.config,
+                pipe.scheduler,
+                batch,
+                state.generator,
+                config.optim.snr_gamma,
+                unreferenced_frame_offset(config.tasks),
             )
             accelerator.backward(loss)
             if accelerator.sync_gradients:

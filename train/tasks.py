@@ -24,6 +24,7 @@ from .config import TaskConfig
 from .data import PairSample, VideoSample
 
 IDENTITY, MOTION = "identity", "motion"
+TEXT_TO_VIDEO = "text-to-video"
 RELEASE_FRAME_GRID = 9
 """The release picks the reference from frames 0, 9, 18, ... of the clip."""
 
@@ -33,7 +34,7 @@ class TaskSchedule:
 
     def __init__(self, config: TaskConfig, max_steps: int):
         self.mode = config.mode
-        self.p = 0.0 if config.mode == "image-only" else config.motion_probability
+        self.p = {"image-only": 0.0, TEXT_TO_VIDEO: 1.0}.get(config.mode, config.motion_probability)
         self.identity_steps = round((1 - self.p) * max_steps)
 
     def task(self, step: int, rng: np.random.Generator) -> str:
@@ -43,8 +44,16 @@ class TaskSchedule:
 
 
 def drop_probability(config: TaskConfig) -> float:
-    """q, forced to 1 in the joint text-to-video ablation (the reference is never seen on videos)."""
-    return 1.0 if config.mode == "joint-t2v" else config.drop_probability
+    """q, forced to 1 in the joint text-to-video ablation (the reference is never seen on videos) and when
+    pretraining a text-to-video base."""
+    return 1.0 if config.mode in ("joint-t2v", TEXT_TO_VIDEO) else config.drop_probability
+
+
+def unreferenced_frame_offset(config: TaskConfig) -> int:
+    """The RoPE frame a video without a reference starts at: 0 when pretraining a text-to-video base (stock
+    CogVideoX's positions, which its pipeline samples at), 1 in the method's runs, where a dropped reference
+    leaves the video where the reference would push it (METHOD §2)."""
+    return 0 if config.mode == TEXT_TO_VIDEO else 1
 
 
 def keep_mask(size: int, config: TaskConfig, rng: np.random.Generator) -> torch.Tensor:
@@ -136,9 +145,16 @@ def encode_text(pipe: S2VPipeline, prompts: list[str]) -> torch.Tensor:
 
 
 def batch_loss(
-    transformer, config, scheduler, batch: Batch, generator: torch.Generator, snr_gamma: float | None = None
+    transformer,
+    config,
+    scheduler,
+    batch: Batch,
+    generator: torch.Generator,
+    snr_gamma: float | None = None,
+    unreferenced_offset: int = 1,
 ) -> torch.Tensor:
-    """v-prediction MSE over the video latents; kept and dropped references as two forwards.
+    """v-prediction MSE over the video latents; kept and dropped references as two forwards, the videos without
+    one at RoPE frames `unreferenced_offset`.. (see `unreferenced_frame_offset`).
 
     Each sample's mean squared error is weighted (1, or min-SNR-gamma's `min(SNR, gamma) / (SNR + 1)`) and the
     result is the mean over the whole micro-batch, whichever group a sample is in. `config` is the
@@ -163,7 +179,7 @@ def batch_loss(
             timesteps[group],
             batch.prompt_embeds[group],
             batch.reference[group] if kept else None,
-            frame_offset=1,
+            frame_offset=1 if kept else unreferenced_offset,
             config=config,
         )
         errors = (prediction.float() - target[group].float()).pow(2).flatten(1).mean(dim=1)
