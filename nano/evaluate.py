@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from diffusers import CogVideoXPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -176,11 +175,8 @@ def _generate(pipe, items, references, settings: EvalSettings, progress: bool, c
             generator=generator,
             output_type="np",
         )
-        if references[0] is None:
-            length = pipe.transformer.config.max_text_seq_length
-            frames = CogVideoXPipeline.__call__(pipe, prompts, max_sequence_length=length, **common).frames
-        else:
-            frames = pipe(references[start : start + len(chunk)], prompts, **common).frames
+        subjects = None if references[0] is None else references[start : start + len(chunk)]
+        frames = pipe(subjects, prompts, **common).frames
         videos.extend((np.asarray(frames) * 255).round().astype(np.uint8))
     return videos
 

@@ -38,13 +38,13 @@ class S2VPipelineOutput(BaseOutput):
         `[F, 3, H, W]` for "pt", latents for "latent"); None when interrupted. For a batch
         (lists of subjects and prompts), one such video per item, stacked for "np" and "pt".
     subject: the subject exactly as the model saw it (after orientation, background
-        removal and padding); a list for a batch.
+        removal and padding); a list for a batch; None for text-to-video (`image=None`).
     seed: the seed that fixed this run, or None when the caller passed a generator.
     interrupted: True when the run was stopped before its last denoising step.
     """
 
     frames: np.ndarray | list[Image.Image] | list[list[Image.Image]] | torch.Tensor | None
-    subject: Image.Image | list[Image.Image]
+    subject: Image.Image | list[Image.Image] | None
     seed: int | None
     interrupted: bool
 
@@ -95,7 +95,7 @@ class S2VPipeline(CogVideoXPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image: SubjectSource | list[SubjectSource],
+        image: SubjectSource | list[SubjectSource] | None,
         prompt: str | list[str],
         negative_prompt: str | None = None,
         height: int | None = None,
@@ -115,6 +115,9 @@ class S2VPipeline(CogVideoXPipeline):
     ) -> S2VPipelineOutput | tuple:
         """Generate a video of the subject in `image` doing what `prompt` says.
 
+        `image=None` is the model's own text-to-video path, the baseline the method is measured against: no
+        reference frame, no `<cls>`, the video at RoPE frames 0..T-1, exactly as `CogVideoXPipeline` samples.
+
         Lists of subjects and prompts (of one length) generate a batch in one pass, one
         video per pair, from one generator: faster per video where the hardware has room.
         `prompt` gets its `<cls>` prefix here (once, even if typed); `negative_prompt`
@@ -133,6 +136,7 @@ class S2VPipeline(CogVideoXPipeline):
         negative_prompt = "" if negative_prompt is None else negative_prompt
         images, prompts, batched = _as_batch(image, prompt)
         self._check_call_inputs(
+            images is not None,
             prompts,
             negative_prompt,
             height,
@@ -155,12 +159,12 @@ class S2VPipeline(CogVideoXPipeline):
         # 2. The subjects exactly as the model will see them
         subjects = [
             prepare_subject(item, width, height, remove_background=remove_background, subject_size=self.subject_size)
-            for item in images
+            for item in images or ()
         ]
 
-        # 3. Text: `<cls>` leads the prompt, never the negative prompt
+        # 3. Text: `<cls>` leads the prompt when there is a subject, never the negative prompt
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            [with_reference_token(text) for text in prompts],
+            [_as_typed(text, images is not None) for text in prompts],
             strip_reference_token(negative_prompt),
             do_classifier_free_guidance=do_cfg,
             max_sequence_length=config.max_text_seq_length,
@@ -187,8 +191,10 @@ class S2VPipeline(CogVideoXPipeline):
         )
 
         # 6. Clean reference latent, drawn from the run's generator; the same in both CFG branches
-        reference = torch.cat([self.encode_reference(subject, generator) for subject in subjects])
-        reference = reference.to(device, prompt_embeds.dtype).repeat(2 if do_cfg else 1, 1, 1, 1, 1)
+        reference = None
+        if subjects:
+            reference = torch.cat([self.encode_reference(subject, generator) for subject in subjects])
+            reference = reference.to(device, prompt_embeds.dtype).repeat(2 if do_cfg else 1, 1, 1, 1, 1)
 
         # 7. Denoising loop
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
@@ -207,6 +213,7 @@ class S2VPipeline(CogVideoXPipeline):
                         t.expand(latent_input.shape[0]),
                         prompt_embeds,
                         reference,
+                        frame_offset=1 if subjects else 0,
                         attention_kwargs=attention_kwargs,
                     ).float()
                 if use_dynamic_cfg:
@@ -250,7 +257,7 @@ class S2VPipeline(CogVideoXPipeline):
             frames = frames if batched else frames[0]
         self.maybe_free_model_hooks()
 
-        subject = subjects if batched else subjects[0]
+        subject = None if not subjects else subjects if batched else subjects[0]
         output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
         return output if return_dict else output.to_tuple()
 
@@ -284,6 +291,7 @@ class S2VPipeline(CogVideoXPipeline):
 
     def _check_call_inputs(
         self,
+        referenced,
         prompts,
         negative_prompt,
         height,
@@ -299,7 +307,7 @@ class S2VPipeline(CogVideoXPipeline):
         for prompt in prompts:
             if not isinstance(prompt, str) or not strip_reference_token(prompt):
                 raise S2VError("Write a prompt describing what the subject should do.")
-            self._warn_if_truncated(with_reference_token(prompt), "prompt")
+            self._warn_if_truncated(_as_typed(prompt, referenced), "prompt")
             self._warn_if_unknown(strip_reference_token(prompt))
         if not isinstance(negative_prompt, str):
             raise S2VError("The negative prompt must be text.")
@@ -354,8 +362,19 @@ class S2VPipeline(CogVideoXPipeline):
             )
 
 
-def _as_batch(image, prompt) -> tuple[list, list, bool]:
-    """(subjects, prompts, whether a batch was asked for); a batch is two lists of one length."""
+def _as_typed(prompt: str, referenced: bool) -> str:
+    """The prompt as the model reads it: led by `<cls>` with a subject, without one for text-to-video."""
+    return with_reference_token(prompt) if referenced else strip_reference_token(prompt)
+
+
+def _as_batch(image, prompt) -> tuple[list | None, list, bool]:
+    """(subjects or None, prompts, whether a batch was asked for); a batch is a list of prompts with a list of
+    subjects of one length, or with None (text-to-video)."""
+    if image is None:
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if not prompts:
+            raise S2VError("A batch needs at least one prompt.")
+        return None, prompts, isinstance(prompt, list)
     if isinstance(prompt, list) != isinstance(image, list):
         raise S2VError("For a batch, pass a list of subjects and a list of prompts; otherwise one of each.")
     if not isinstance(prompt, list):

@@ -55,6 +55,28 @@ def test_seed_zero_is_a_seed(tiny_pipe, subject_array):
     assert tiny_pipe(subject_array, "a cat", seed=0, **SMALL).seed == 0
 
 
+def test_no_subject_is_the_stock_text_to_video_path_bit_for_bit(tiny_pipe):
+    """`image=None` is the baseline: what diffusers' CogVideoXPipeline makes from the same prompt and noise."""
+    from diffusers import CogVideoXPipeline
+
+    prompts = ["a cat surfing", "a dog"]
+    ours = tiny_pipe(None, prompts, guidance_scale=6.0, generator=torch.Generator().manual_seed(4), **SMALL)
+    length = tiny_pipe.transformer.config.max_text_seq_length
+    stock = CogVideoXPipeline.__call__(
+        tiny_pipe, prompts, max_sequence_length=length, guidance_scale=6.0, output_type="np",
+        generator=torch.Generator().manual_seed(4), **SMALL,
+    ).frames  # fmt: skip
+    assert ours.subject is None and np.array_equal(ours.frames, stock)
+    single = tiny_pipe(None, "a cat surfing", seed=4, **SMALL)
+    assert single.frames.shape == (9, 32, 48, 3)
+    captured = TransformerInputs(tiny_pipe.transformer)
+    tiny_pipe(None, f"{REFERENCE_TOKEN} a cat", seed=4, **SMALL)
+    tiny_pipe(None, "a cat", seed=4, **SMALL)
+    typed, plain = captured.calls[0], captured.calls[len(captured.calls) // 2]
+    assert typed["hidden_states"].shape[1] == 3  # the video's latent frames only
+    assert torch.equal(typed["encoder_hidden_states"], plain["encoder_hidden_states"])  # a typed <cls> is not fed
+
+
 def test_the_subject_changes_the_video(tiny_pipe, subject_array):
     red = tiny_pipe(subject_array, "a cat", seed=1, **SMALL).frames
     green = tiny_pipe(np.full_like(subject_array, (20, 200, 20)), "a cat", seed=1, **SMALL).frames
