@@ -87,8 +87,8 @@ def _eval_settings(args: argparse.Namespace) -> dict:
     return dict(
         seed=args.world_seed,
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
-        steps=whole_number(args.steps, "--steps", 1, MAX_STEPS),
-        guidance=real_number(args.guidance, "--guidance", 0.0),
+        steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
+        guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
         batch_size=whole_number(args.batch_size, "--batch-size", 1),
         conditions=conditions,
     )
@@ -124,8 +124,8 @@ def _parser() -> argparse.ArgumentParser:
         "no-reference and shuffled-reference baselines, read by the world's analyzer.",
     )
     score.set_defaults(command=evaluate)
-    score.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    score.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
+    score.add_argument("--steps", type=int, help="denoising steps (default: the nano preset's)")
+    score.add_argument("--guidance", type=float, help="guidance scale (default: the nano preset's)")
     score.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
     score.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
     score.add_argument(

@@ -10,7 +10,7 @@ analyzer reads shape, colour, pattern, accent, scene and trajectory from every v
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -40,8 +40,10 @@ class EvalSettings:
     per_subject: int = 8
     limit: int | None = None
     """Evaluate only the first `limit` items (a quick look); the full set is 24 subjects x 8 prompts."""
-    steps: int = 25
-    guidance: float = 3.0
+    steps: int | None = None
+    """Denoising steps; None: the model's preset's (the app's and the CLI's)."""
+    guidance: float | None = None
+    """Guidance scale; None: the model's preset's."""
     batch_size: int = 16
     size: int = 48
     conditions: tuple[str, ...] = CONDITIONS
@@ -99,6 +101,12 @@ class EvalReport:
 def evaluate(pipe, settings: EvalSettings | None = None, progress: bool = True) -> EvalReport:
     """Generate every item under every condition and score the videos with the analyzer."""
     settings = settings or EvalSettings()
+    preset = pipe.preset
+    settings = replace(
+        settings,
+        steps=preset.num_inference_steps if settings.steps is None else settings.steps,
+        guidance=preset.guidance_scale if settings.guidance is None else settings.guidance,
+    )
     unknown = set(settings.conditions) - set(CONDITIONS)
     if unknown:
         raise S2VError(f"Unknown condition(s) {sorted(unknown)}; choose from {', '.join(CONDITIONS)}.")

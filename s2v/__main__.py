@@ -45,8 +45,8 @@ def generate(args: argparse.Namespace) -> int:
 
     preset = PRESETS[args.preset]
     shape, fps = _video_shape(args, preset)  # impossible numbers and unwritable paths fail before any loading
-    steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 1, MAX_STEPS)
-    guidance = real_number(_given(args.guidance, preset.guidance_scale), "--guidance", 0.0)
+    steps = None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS)  # None: the preset's
+    guidance = None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0)
     seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
     scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, MAX_SCALE)
     check_output(args.out)

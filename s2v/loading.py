@@ -100,7 +100,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
     pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
-    pipe.subject_size = preset.subject_size
+    pipe.preset = preset
     lora = effective_lora(settings)
     if lora:
         pipe.lora_info = load_lora(pipe, lora, settings.lora_alpha, settings.lora_scale)

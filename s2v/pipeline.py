@@ -19,6 +19,7 @@ from PIL import Image
 from .errors import S2VError, S2VWarning
 from .model import check_supported, predict
 from .numbers import is_whole, real_number, whole_number
+from .presets import DEFAULTS_PRESET, PRESETS, Preset
 from .subject import SubjectSource, prepare_subject
 from .text import REFERENCE_TOKEN, add_reference_token, strip_reference_token, with_reference_token
 
@@ -82,8 +83,9 @@ class S2VPipeline(CogVideoXPipeline):
         check_supported(transformer)
         self.reference_token_id = add_reference_token(tokenizer, text_encoder)
         self.lora_info = None  # set by s2v.loading.load_pipeline when a LoRA is loaded
-        self.subject_size: float | None = None
-        """Set from the preset by s2v.loading.load_pipeline: see `prepare_subject`'s `subject_size`."""
+        self.preset: Preset = PRESETS[DEFAULTS_PRESET]
+        """The settings that suit this model: its sampling defaults (steps, guidance) and subject size. Set by
+        `s2v.loading.load_pipeline`; a pipeline built otherwise samples as CogVideoX-5B does."""
         self._run_lock = threading.Lock()
 
     @property
@@ -101,8 +103,8 @@ class S2VPipeline(CogVideoXPipeline):
         height: int | None = None,
         width: int | None = None,
         num_frames: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 6.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         use_dynamic_cfg: bool = False,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -121,7 +123,8 @@ class S2VPipeline(CogVideoXPipeline):
         Lists of subjects and prompts (of one length) generate a batch in one pass, one
         video per pair, from one generator: faster per video where the hardware has room.
         `prompt` gets its `<cls>` prefix here (once, even if typed); `negative_prompt`
-        never carries it. `num_frames` must be 8k+1 (9..49 for CogVideoX-5B): an even
+        never carries it. Steps and guidance default to the model's preset (`self.preset`), so
+        `pipe(image, prompt)` samples as `s2v generate` does. `num_frames` must be 8k+1 (9..49 for CogVideoX-5B): an even
         latent-frame count decodes to the wrong length. Height and width must be
         multiples of 16. Pass `seed` or `generator`, not both; with neither, a random
         seed is drawn and returned. A callback that sets `pipe._interrupt = True` stops
@@ -134,6 +137,8 @@ class S2VPipeline(CogVideoXPipeline):
         width = config.sample_width * self.vae_scale_factor_spatial if width is None else width
         num_frames = config.sample_frames if num_frames is None else num_frames
         negative_prompt = "" if negative_prompt is None else negative_prompt
+        steps = self.preset.num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.preset.guidance_scale if guidance_scale is None else guidance_scale
         images, prompts, batched = _as_batch(image, prompt)
         self._check_call_inputs(
             images is not None,
@@ -142,7 +147,7 @@ class S2VPipeline(CogVideoXPipeline):
             height,
             width,
             num_frames,
-            num_inference_steps,
+            steps,
             guidance_scale,
             seed,
             generator,
@@ -158,7 +163,7 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 2. The subjects exactly as the model will see them
         subjects = [
-            prepare_subject(item, width, height, remove_background=remove_background, subject_size=self.subject_size)
+            prepare_subject(item, width, height, remove_background=remove_background, subject_size=self.preset.subject_size)
             for item in images or ()
         ]
 
@@ -174,7 +179,7 @@ class S2VPipeline(CogVideoXPipeline):
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
 
         # 4. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(steps, device=device)
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
 
@@ -199,7 +204,7 @@ class S2VPipeline(CogVideoXPipeline):
         # 7. Denoising loop
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
         old_pred_original_sample = None
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
@@ -218,7 +223,7 @@ class S2VPipeline(CogVideoXPipeline):
                     ).float()
                 if use_dynamic_cfg:
                     self._guidance_scale = 1 + guidance_scale * (
-                        (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2
+                        (1 - math.cos(math.pi * ((steps - t.item()) / steps) ** 5.0)) / 2
                     )
                 if do_cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)

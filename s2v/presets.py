@@ -72,6 +72,9 @@ class Preset:
     tiny model's pixels survive H.264's half-resolution colour."""
 
 
+DEFAULTS_PRESET = "cogvideox-5b"
+"""Whose sampling settings a pipeline has when it was built without a preset (diffusers' own 50 steps at 6)."""
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
