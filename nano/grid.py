@@ -101,7 +101,7 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     """The candidate's base in a build-shaped folder (its `world` and frozen parts links to the grid's), then its
     scores. Candidates on one VAE read one cache, prepared by the first of them."""
     scores = folder / "results" / "named.json"
-    if scores.exists():
+    if (folder / "results" / "captions.json").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
     _link(folder / "world", world)
@@ -115,6 +115,18 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     _once(folder / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, trained))
     _once(folder / "base", lambda: _assemble_base(folder))
     _once(scores, lambda: _evaluate(folder, None, plan, ("named",), scores))
+    _once(folder / "results" / "captions.json", lambda: _caption_scores(folder, plan))
+
+
+def _caption_scores(folder: Path, plan: BuildPlan) -> None:
+    """The candidate's diffusion-classifier reading of real held-out clips (`nano.captions`)."""
+    from s2v.loading import LoadSettings, load_pipeline
+
+    from .captions import caption_accuracy
+
+    pipe = load_pipeline(LoadSettings(preset="nano", model=str(folder / "base")))
+    result = caption_accuracy(pipe, plan.seed, plan.eval.per_subject, plan.eval.limit)
+    (folder / "results" / "captions.json").write_text(json.dumps(result, indent=1))
 
 
 def _untrained_linked(untrained: Path, frozen: Path, candidate: Candidate, plan: BuildPlan) -> None:
@@ -162,26 +174,37 @@ def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:
 
 
 def grid_table(scores: dict[str, dict], root: Path) -> str:
-    """Markdown: each candidate's lever, budget and named-subject scores (percentages of 192 items)."""
+    """Markdown: each candidate's lever and budget, its named-subject scores as k/n videos, then what its
+    diffusion classifier reads from real clips (`nano.captions`), k/n items."""
     header = (
         "| candidate | lever | minutes: steps (s/step) | shape | colour | pattern | identity | motion | strict motion "
-        "| present |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| present | text → shape | text → colour | text → pattern | text → motion |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for name, report in scores.items():
         candidate, s = CANDIDATES[name], report["scores"]["named"]
-        budget = json.loads((root / "candidates" / name / "budget.json").read_text())
+        folder = root / "candidates" / name
+        budget = json.loads((folder / "budget.json").read_text())
         lever = ", ".join(
             [f"VAE {candidate.vae}x", *(f"{k}={v}" for k, v in candidate.transformer.items()), *candidate.train]
         )
-        a = s["attributes"]
-        rows.append(
-            f"| {name} | {lever} | {budget['minutes']:g}: {budget['steps']} ({budget['seconds_per_step']}) | "
-            f"{a['shape']:.1f} | "
-            f"{a['colour']:.1f} | {a['pattern']:.1f} | {s['identity']:.1f} | {s['motion']:.1f} | "
-            f"{s['motion_strict']:.1f} | {s['present']:.1f} |"
-        )
+        n, a = s["videos"], s["attributes"]
+        cells = [a["shape"], a["colour"], a["pattern"], s["identity"], s["motion"], s["motion_strict"], s["present"]]
+        counts = [_count(value, n) for value in cells]
+        captions = folder / "results" / "captions.json"
+        if captions.exists():
+            read = json.loads(captions.read_text())
+            counts += [_count(read["accuracy"][k], read["items"]) for k in ("shape", "colour", "pattern", "motion")]
+        else:
+            counts += [""] * 4
+        budget_cell = f"{budget['minutes']:g}: {budget['steps']} ({budget['seconds_per_step']})"
+        rows.append(f"| {name} | {lever} | {budget_cell} | {' | '.join(counts)} |")
     return header + "\n".join(rows) + "\n"
+
+
+def _count(percent: float, n: int) -> str:
+    return f"{round(percent * n / 100)}/{n}"
 
 
 def _once(done: Path, work) -> Path:

@@ -204,6 +204,8 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     assert set(scores) == {"reference", "min-snr", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
     assert sorted(path.name for path in folder.glob("cache-*")) == ["cache-vae-2x", "cache-vae-4x"]  # one per VAE
     assert not list((folder / "candidates").glob("*/cache"))
+    captions = json.loads((folder / "candidates" / "min-snr" / "results" / "captions.json").read_text())
+    assert set(captions["accuracy"]) == {"shape", "colour", "pattern", "motion"} and captions["items"] == 2
     budget = json.loads((folder / "candidates" / "vae-2x" / "budget.json").read_text())
     assert budget["steps"] >= 1 and budget["seconds_per_step"] > 0
     assert not list((folder / "candidates" / "vae-2x").glob("probe-*"))
