@@ -67,7 +67,7 @@ from s2v.model import predict  # noqa: E402
 from s2v.presets import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
 from s2v.tiny import SCHEDULER_CONFIG  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
-from train.loop import _make_trainable, _optimizer  # noqa: E402
+from train.loop import make_optimizer, make_trainable  # noqa: E402
 from train.tasks import IDENTITY, MOTION, Batch, batch_loss  # noqa: E402
 
 
@@ -182,17 +182,17 @@ class Trainer:
 
 
 def make_trainer(config: dict, rank: int, checkpointing: bool) -> Trainer:
-    """The frozen transformer with train/'s LoRA and AdamW (`train.loop._make_trainable`, `_optimizer`)."""
+    """The frozen transformer with train/'s LoRA and AdamW (`train.loop.make_trainable`, `make_optimizer`)."""
     train = train_config(rank)
     model = CogVideoXTransformer3DModel(**config)
     model.requires_grad_(False)
-    trainable = _make_trainable(model, train)
+    trainable = make_trainable(model, train)
     if checkpointing:
         model.enable_gradient_checkpointing()
     return Trainer(
         model=model.train(),
         trainable=trainable,
-        optimizer=_optimizer(trainable, train),
+        optimizer=make_optimizer(trainable, train),
         scheduler=CogVideoXDPMScheduler(**SCHEDULER_CONFIG),
         generator=torch.Generator().manual_seed(0),
         max_grad_norm=train.optim.max_grad_norm,

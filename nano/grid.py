@@ -21,8 +21,8 @@ from pathlib import Path
 from s2v.errors import S2VError
 from s2v.video import atomic_folder
 
-from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
 from .base import write_untrained_base
+from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
 from .vae import train_vae
 from .world import write_world
 

@@ -20,3 +20,18 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     of a library's message worth putting in ours."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:limit]
+
+
+def missing_model_message(model: str, local: bool, error: Exception, flag: str = "--model") -> str:
+    """What to do when a model is neither a loadable folder nor in reach on the Hub; `flag` takes a local copy."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    reason = first_line(error, limit=300)
+    if local:
+        return f"Could not load the model folder {model}: {reason}"
+    return (
+        f"Could not load '{model}': it is not in the Hugging Face cache ({HF_HUB_CACHE}) and the Hub could "
+        f"not provide it ({reason}). On a machine with internet it downloads on first use; otherwise "
+        f"download it elsewhere (`hf download {model} --local-dir ./{model.split('/')[-1]}`) and pass "
+        f"{flag} ./{model.split('/')[-1]}."
+    )

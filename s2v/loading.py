@@ -18,7 +18,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import S2VError, first_line
+from .errors import S2VError, first_line, missing_model_message
 from .pipeline import S2VPipeline
 from .presets import AUTHORS_CHECKPOINT_HINT, NANO_FOLDER, PRESETS, Preset
 from .tiny import tiny_components
@@ -234,21 +234,6 @@ def _from_pretrained(model: str, dtype: torch.dtype, quantize: str) -> S2VPipeli
         raise
     except (OSError, ValueError, RuntimeError) as error:
         raise S2VError(missing_model_message(model, looks_local, error)) from None
-
-
-def missing_model_message(model: str, local: bool, error: Exception, flag: str = "--model") -> str:
-    """What to do when a model is neither a loadable folder nor in reach on the Hub; `flag` takes a local copy."""
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    reason = first_line(error, limit=300)
-    if local:
-        return f"Could not load the model folder {model}: {reason}"
-    return (
-        f"Could not load '{model}': it is not in the Hugging Face cache ({HF_HUB_CACHE}) and the Hub could "
-        f"not provide it ({reason}). On a machine with internet it downloads on first use; otherwise "
-        f"download it elsewhere (`hf download {model} --local-dir ./{model.split('/')[-1]}`) and pass "
-        f"{flag} ./{model.split('/')[-1]}."
-    )
 
 
 def load_lora(

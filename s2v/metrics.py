@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import S2VError, first_line
-from .loading import missing_model_message
+from .errors import S2VError, first_line, missing_model_message
 from .text import strip_reference_token
 
 CLIP_MODEL = "openai/clip-vit-base-patch32"

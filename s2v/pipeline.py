@@ -124,8 +124,8 @@ class S2VPipeline(CogVideoXPipeline):
         video per pair, from one generator: faster per video where the hardware has room.
         `prompt` gets its `<cls>` prefix here (once, even if typed); `negative_prompt`
         never carries it. Steps and guidance default to the model's preset (`self.preset`), so
-        `pipe(image, prompt)` samples as `s2v generate` does. `num_frames` must be 8k+1 (9..49 for CogVideoX-5B): an even
-        latent-frame count decodes to the wrong length. Height and width must be
+        `pipe(image, prompt)` samples as `s2v generate` does. `num_frames` must be 8k+1 (9..49
+        for CogVideoX-5B): an even latent-frame count decodes to the wrong length. Height and width must be
         multiples of 16. Pass `seed` or `generator`, not both; with neither, a random
         seed is drawn and returned. A callback that sets `pipe._interrupt = True` stops
         the run at the next step (frames are then None). Calls from several threads run one
@@ -163,7 +163,9 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 2. The subjects exactly as the model will see them
         subjects = [
-            prepare_subject(item, width, height, remove_background=remove_background, subject_size=self.preset.subject_size)
+            prepare_subject(
+                item, width, height, remove_background=remove_background, subject_size=self.preset.subject_size
+            )
             for item in images or ()
         ]
 

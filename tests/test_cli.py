@@ -267,7 +267,9 @@ def test_scale_writes_each_pixel_as_a_block_and_nano_scales_by_default(tmp_path,
     assert PRESETS["nano"].display_scale > 1 and PRESETS["tiny"].display_scale == 1
 
 
-def test_the_python_call_reproduces_the_command_line_on_the_presets_defaults(tmp_path, subject_file, capsys, monkeypatch):
+def test_the_python_call_reproduces_the_command_line_on_the_presets_defaults(
+    tmp_path, subject_file, capsys, monkeypatch
+):
     """Steps and guidance come from the preset in both, so `pipe(image, prompt)` is `s2v generate` bit for bit."""
     import numpy as np
 

@@ -25,7 +25,7 @@ from s2v.presets import COGVIDEOX_5B_TRANSFORMER
 from s2v.text import REFERENCE_TOKEN
 from train.config import ModelConfig, TaskConfig, TrainConfig, load_config
 from train.data import PairDataset, VideoDataset, write_synthetic_dataset
-from train.loop import TRAIN_LOG, _make_trainable, train
+from train.loop import TRAIN_LOG, make_trainable, train
 from train.tasks import (
     IDENTITY,
     MOTION,
@@ -209,7 +209,7 @@ def test_5b_with_the_training_lora_has_about_502m_trainable_parameters():
     with init_empty_weights():
         transformer = CogVideoXTransformer3DModel(**COGVIDEOX_5B_TRANSFORMER)
         transformer.requires_grad_(False)
-        parameters = _make_trainable(transformer, TrainConfig(model=ModelConfig()))
+        parameters = make_trainable(transformer, TrainConfig(model=ModelConfig()))
     assert 500e6 < sum(p.numel() for p in parameters) < 504e6
     assert all(p.dtype == torch.float32 for p in parameters)
 
@@ -420,11 +420,15 @@ def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, 
     steps = torch.tensor([999, 500, 0])
     weights = _loss_weights(scheduler, steps, 5.0)
     snr = scheduler.alphas_cumprod[steps] / (1 - scheduler.alphas_cumprod[steps])
-    assert weights[0] == 0 and 0 < weights[1] < 1 and float(weights[2]) == pytest.approx(float(5 / (snr[2] + 1)), rel=1e-5)
+    assert (
+        weights[0] == 0 and 0 < weights[1] < 1 and float(weights[2]) == pytest.approx(float(5 / (snr[2] + 1)), rel=1e-5)
+    )
     assert torch.equal(_loss_weights(scheduler, steps, None), torch.ones(3))
     batch = identity_batch(pipe, [synthetic[0][0], synthetic[0][1]], torch.Generator().manual_seed(0))
     losses = [
-        batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, torch.Generator().manual_seed(3), g)
+        batch_loss(
+            pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, torch.Generator().manual_seed(3), g
+        )
         for g in (None, 5.0)
     ]
     assert losses[0] != losses[1]

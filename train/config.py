@@ -144,7 +144,9 @@ class TrainConfig:
         if self.optim.snr_gamma is not None and not self.optim.snr_gamma > 0:
             raise S2VError(f"optim.snr_gamma must be above 0 (or null for no weighting), not {self.optim.snr_gamma}.")
         if self.optim.ema_decay is not None and not 0 < self.optim.ema_decay < 1:
-            raise S2VError(f"optim.ema_decay must be between 0 and 1 (or null for no average), not {self.optim.ema_decay}.")
+            raise S2VError(
+                f"optim.ema_decay must be between 0 and 1 (or null for no average), not {self.optim.ema_decay}."
+            )
         if self.model.lora_dtype not in ("fp32", "bf16"):
             raise S2VError(f"model.lora_dtype must be fp32 or bf16, not {self.model.lora_dtype!r}.")
         return self

@@ -64,7 +64,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         module.requires_grad_(False)
     pipe.to(accelerator.device)
     transformer = pipe.transformer
-    trainable = _make_trainable(transformer, config)
+    trainable = make_trainable(transformer, config)
     if config.model.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()
@@ -77,7 +77,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         empty_prompt = encode_text(pipe, [""])[0] if config.tasks.caption_dropout else None
 
     # 3. Optimizer, warm-up schedule, and accelerate's wrapping
-    optimizer = _optimizer(trainable, config)
+    optimizer = make_optimizer(trainable, config)
     lr_scheduler = get_scheduler(
         config.optim.lr_schedule,
         optimizer,
@@ -171,7 +171,7 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def _make_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter]:
+def make_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter]:
     """LoRA on METHOD §4's targets (fp32 by default), or the whole transformer."""
     if config.model.lora_rank == 0:
         transformer.requires_grad_(True)
@@ -205,7 +205,7 @@ def _batch(task, pipe, pairs, videos, config: TrainConfig, state: TrainingState,
         return motion_batch(pipe, samples, tasks, state.rng, state.generator)
 
 
-def _optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     optim = config.optim
     options = dict(lr=optim.learning_rate, betas=(optim.adam_beta1, optim.adam_beta2), weight_decay=optim.weight_decay)
     if optim.optimizer == "adamw8bit":
