@@ -49,6 +49,7 @@ CANDIDATES = {
         Candidate("wider", transformer={"num_attention_heads": 8}),
         Candidate("deeper", transformer={"num_layers": 10}),
         Candidate("lr-2e-3", train=("optim.learning_rate=2e-3",)),
+        Candidate("batch-4", train=("tasks.video_batch_size=4",)),
         Candidate("min-snr", train=("optim.snr_gamma=5",)),
         Candidate("ema", train=("optim.ema_decay=0.999",)),
     )
