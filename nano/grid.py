@@ -47,7 +47,6 @@ CANDIDATES = {
         Candidate("vae-2x", vae=2),
         Candidate("patch-1", transformer={"patch_size": 1}),
         Candidate("wider", transformer={"num_attention_heads": 8}),
-        Candidate("deeper", transformer={"num_layers": 10}),
         Candidate("lr-2e-3", train=("optim.learning_rate=2e-3",)),
         Candidate("batch-4", train=("tasks.video_batch_size=4",)),
         Candidate("min-snr", train=("optim.snr_gamma=5",)),
