@@ -407,6 +407,9 @@ def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
         tiny_config(tmp_path, "data.num_frames=12")
     with pytest.raises(S2VError, match="tasks.mode"):
         tiny_config(tmp_path, "tasks.mode=three-stage")
+    assert tiny_config(tmp_path, "optim.learning_rate=2e-3").optim.learning_rate == 0.002  # YAML reads text
+    with pytest.raises(S2VError, match="optim.learning_rate must be a number"):
+        tiny_config(tmp_path, "optim.learning_rate=fast")
     with pytest.raises(S2VError, match="snr_gamma must be above 0"):
         tiny_config(tmp_path, "optim.snr_gamma=0")
     with pytest.raises(S2VError, match="ema_decay must be between 0 and 1"):

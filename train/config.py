@@ -200,8 +200,21 @@ def _build(kind, raw, where: str):
         elif nested is not None:
             values[name] = _build(nested, value, f"{where}.{name}")
         else:
-            values[name] = value
+            values[name] = _as_annotated(fields[name], value, f"{where}.{name}")
     return kind(**values)
+
+
+def _as_annotated(field: dataclasses.Field, value, where: str):
+    """A number where the setting is a number: YAML reads `2e-3` (no dot) as text, which would reach the
+    optimizer as a string."""
+    if field.type not in ("float", "float | None") or value is None:
+        return value
+    if isinstance(value, bool):
+        raise S2VError(f"{where} must be a number, not {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise S2VError(f"{where} must be a number, not {value!r}.") from None
 
 
 def _nested_type(kind, name: str):
