@@ -1,8 +1,9 @@
-"""`python -m nano build|grid|eval`: rebuild s2v-nano, compare base recipes, or score a nano model.
+"""`python -m nano build|grid|captions|eval`: rebuild s2v-nano, compare base recipes, or score a nano model.
 
 `build` runs every stage not yet done (world, VAE, base, S2V, ablations, scores); `--smoke` runs
 each at toy sizes in about a minute and `--ship` copies the result into assets/nano. `grid` trains
-each base candidate for the same minutes and scores it on the named-subject condition. `eval`
+each base candidate for the same minutes and scores it on the named-subject condition. `captions`
+reads what a base (or a checkpoint of it) knows from text, from real clips (`nano.captions`). `eval`
 scores held-out subjects x identity-free prompts, beside the no-reference and shuffled-reference
 baselines, read by the world's analyzer.
 """
@@ -77,6 +78,33 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def captions(args: argparse.Namespace) -> int:
+    """What a base knows from text, read from real clips: cheap enough to follow a long run checkpoint by
+    checkpoint, long before its samples show it."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from s2v.pipeline import S2VPipeline
+
+    from .captions import caption_accuracy
+
+    limit = None if args.limit is None else whole_number(args.limit, "--limit", 1)
+    for folder, what in ((args.model, "a base folder"), (args.transformer, "a transformer folder")):
+        if (
+            folder is not None
+            and not (folder / "config.json").is_file()
+            and not (folder / "model_index.json").is_file()
+        ):
+            raise S2VError(f"{folder} is not {what} (no config.json or model_index.json).")
+    pipe = S2VPipeline.from_pretrained(args.model)
+    if args.transformer is not None:
+        pipe.transformer = CogVideoXTransformer3DModel.from_pretrained(args.transformer).eval()
+    result = caption_accuracy(pipe, args.world_seed, limit=limit)
+    cells = [f"{k} {round(v * result['items'] / 100)}/{result['items']} (chance {result['chance'][k]:g}%)"
+             for k, v in result["accuracy"].items()]  # fmt: skip
+    print("text -> " + "; ".join(cells))
+    return 0
+
+
 def _eval_settings(args: argparse.Namespace) -> dict:
     """The evaluator's flags, each refused before the model loads when impossible."""
     from .evaluate import CONDITIONS
@@ -116,6 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     levers.add_argument("--folder", type=Path, default=Path("runs/nano-grid"), help="default runs/nano-grid")
     levers.add_argument("--minutes", type=float, default=25.0, help="training minutes per candidate (default 25)")
     levers.add_argument("--candidates", default="all", help="comma-separated names, or all (the default)")
+
+    reading = commands.add_parser(
+        "captions", help="what a base (or one of its checkpoints) knows from text, read from real clips"
+    )
+    reading.set_defaults(command=captions)
+    reading.add_argument("--model", type=Path, required=True, help="a nano base folder (CogVideoX layout)")
+    reading.add_argument("--transformer", type=Path, help="a checkpoint's transformer/ folder to read instead")
+    reading.add_argument("--limit", type=int, help="only the first N of the 192 items")
+    reading.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
 
     score = commands.add_parser(
         "eval",

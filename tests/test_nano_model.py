@@ -217,3 +217,16 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     trained = (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime
     grid(folder, ["reference"], minutes=0.02, plan=BuildPlan.smoke())
     assert (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime == trained
+
+
+def test_captions_reads_a_base_or_its_checkpoint_and_refuses_other_folders(built, tmp_path, capsys):
+    folder, _ = built
+    assert nano_cli(["captions", "--model", str(folder / "base"), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "text -> shape" in out and "/1 (chance 20%)" in out and "motion" in out
+    transformer = folder / "base-train" / "transformer"
+    assert (
+        nano_cli(["captions", "--model", str(folder / "base"), "--transformer", str(transformer), "--limit", "1"]) == 0
+    )
+    assert nano_cli(["captions", "--model", str(tmp_path)]) == 2
+    assert "is not a base folder" in capsys.readouterr().err
