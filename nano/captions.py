@@ -31,7 +31,7 @@ ALTERNATIVES = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS, 
 @torch.no_grad()
 def caption_accuracy(
     pipe, seed: int = 0, per_subject: int = 8, limit: int | None = None, frame_offset: int = 0
-) -> dict[str, float]:
+) -> dict:
     """Percent of held-out items whose true value of each attribute has the lowest error; plus chance levels.
 
     `frame_offset`: the RoPE frame the base was trained to start its videos at (0 for a text-to-video base).

@@ -1,9 +1,9 @@
 """`python -m nano grid`: which lever lets the base draw the world, found by measurement.
 
 Told a held-out subject's name, the first nano base drew the right colour but shapes at chance:
-a subject is 17-22 px across and a token covered 8x8 px. Each candidate changes one thing
-(tokens per subject through the VAE or the patch, width, depth, learning rate), trains its base
-text-to-video for the same minutes of one core, and is scored on the named-subject condition
+a subject is 17-22 px across and a token covered 8x8 px. Each candidate changes one thing (tokens
+per subject through the VAE or the patch, width, learning rate, batch size, loss weighting, EMA),
+trains its base text-to-video for the same minutes of one core, and is scored on the named-subject condition
 over the 192 held-out items. The minutes become a step count from a timed probe, recorded in the
 candidate's folder, so a resumed or repeated grid trains the same steps. Every stage writes once
 and training resumes its checkpoints, so an interrupted grid continues where it stopped.
@@ -102,6 +102,7 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     scores. Candidates on one VAE read one cache, prepared by the first of them."""
     scores = folder / "results" / "named.json"
     if (folder / "results" / "captions.json").exists():
+        budget_steps(folder, [], minutes)  # refuses a finished candidate asked for other minutes
         return
     folder.mkdir(parents=True, exist_ok=True)
     _link(folder / "world", world)

@@ -100,7 +100,6 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
         raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
     pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
-    pipe.preset = preset
     lora = effective_lora(settings)
     if lora:
         pipe.lora_info = load_lora(pipe, lora, settings.lora_alpha, settings.lora_scale)
@@ -138,6 +137,7 @@ def load_base_pipeline(
     else:
         pipe = _from_pretrained(model or preset.model, dtype, quantize)
     pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.preset = preset
     return pipe
 
 

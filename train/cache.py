@@ -14,6 +14,7 @@ Layout: `<cache>/index.json`, `<cache>/pairs/0000000.safetensors`,
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -298,26 +299,30 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
 def _fingerprint(config: TrainConfig) -> dict:
     """What the encodings depend on: the data, its geometry, and the frozen model's VAE and text encoder.
 
-    Local paths are resolved, so models that link the same frozen parts (the base grid's candidates differ
-    only in their transformer) share one cache.
+    Local paths are resolved through links and kept relative to the cache, so models that link the same
+    frozen parts (the base grid's candidates differ only in their transformer) share one cache, and a folder
+    holding both the data and the cache can move.
     """
     data, model = config.data, config.model
+    root = Path(data.cache).resolve()
     sources = [data.pairs, data.videos, data.video_captions] if not data.synthetic else ["synthetic", config.run.seed]
     return {
-        "sources": [_resolved(source) for source in sources],
+        "sources": [_relative(source, root) for source in sources],
         "size": [data.height, data.width, data.num_frames, data.fps],
-        "model": _frozen_parts(model.model or model.preset),
+        "model": _frozen_parts(model.model or model.preset, root),
         "reference_frames": _needs_frames(config),
     }
 
 
-def _frozen_parts(model: str) -> str | dict[str, str]:
+def _frozen_parts(model: str, root: Path) -> str | dict[str, str]:
     """A local model folder's encoding parts, as the folders they really are; a hub id or preset as named."""
     folder = Path(model)
     if not folder.is_dir():
         return model
-    return {part: str((folder / part).resolve()) for part in ("vae", "text_encoder", "tokenizer")}
+    return {part: _relative(str(folder / part), root) for part in ("vae", "text_encoder", "tokenizer")}
 
 
-def _resolved(source) -> str:
-    return str(Path(source).resolve()) if isinstance(source, str) and Path(source).exists() else str(source)
+def _relative(source, root: Path) -> str:
+    if not isinstance(source, str) or not Path(source).exists():
+        return str(source)
+    return os.path.relpath(Path(source).resolve(), root)

@@ -82,11 +82,13 @@ class OptimConfig:
     mixed_precision: str = "bf16"
     """bf16 autocast over fp32 LoRA weights, or no."""
     snr_gamma: float | None = None
-    """Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs): caps the weight of nearly clean timesteps so
-    training spends itself on the mid-noise steps where layout and shape are decided. None: plain v-prediction MSE."""
+    """Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs), diffusers' v-prediction form
+    min(SNR, gamma) / (SNR + 1): relative to plain v-MSE it halves the nearly clean steps and fades out the
+    noisiest (0 at zero terminal SNR). The logged loss is the weighted one. None: plain v-prediction MSE."""
     ema_decay: float | None = None
-    """Keep an exponential moving average of the trained weights (diffusers' EMAModel, with its warm-up) and
-    export it instead of the last step's weights; e.g. 0.999. None: no average."""
+    """Export an exponential moving average of the trained weights (diffusers' EMAModel, whose warm-up ramps
+    the decay up to this over ~30k steps at 0.999) instead of the last step's. Checkpoints and validation
+    videos hold the live weights. None: no average."""
 
 
 @dataclass
@@ -207,7 +209,11 @@ def _build(kind, raw, where: str):
 def _as_annotated(field: dataclasses.Field, value, where: str):
     """A number where the setting is a number: YAML reads `2e-3` (no dot) as text, which would reach the
     optimizer as a string."""
-    if field.type not in ("float", "float | None") or value is None:
+    if field.type not in ("float", "float | None"):
+        return value
+    if value is None:
+        if field.type == "float":
+            raise S2VError(f"{where} must be a number, not null.")
         return value
     if isinstance(value, bool):
         raise S2VError(f"{where} must be a number, not {value!r}.")
