@@ -67,7 +67,9 @@ def generate(args: argparse.Namespace) -> int:
     )
     path = save_video(output.frames, args.out, fps=fps, scale=scale)
     seconds = time.perf_counter() - started
-    print(f"wrote {path} ({len(output.frames)} frames, seed {output.seed}, {seconds:.1f} s)")
+    lora = pipe.lora_info
+    strength = "" if lora is None else f", LoRA {Path(lora.path).name} at {lora.effective_scale:g}x (rank {lora.rank})"
+    print(f"wrote {path} ({len(output.frames)} frames, seed {output.seed}{strength}, {seconds:.1f} s)")
     return 0
 
 

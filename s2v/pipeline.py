@@ -81,8 +81,9 @@ class S2VPipeline(CogVideoXPipeline):
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         check_supported(transformer)
-        self.reference_token_id = add_reference_token(tokenizer, text_encoder)
-        self.lora_info = None  # set by s2v.loading.load_pipeline when a LoRA is loaded
+        add_reference_token(tokenizer, text_encoder)
+        self.lora_info = None
+        """The LoRA `s2v.loading.load_pipeline` loaded (path, rank, alpha, scale), or None: what generate reports."""
         self.preset: Preset = PRESETS[DEFAULTS_PRESET]
         """The settings that suit this model: its sampling defaults (steps, guidance) and subject size. Set by
         `s2v.loading.load_pipeline`; a pipeline built otherwise samples as CogVideoX-5B does."""

@@ -53,7 +53,7 @@ def test_generate_writes_a_playable_mp4_with_the_requested_frames_and_size(tmp_p
     )
     assert code == 0, stderr
     assert video_facts(out) == (9, (48, 32))
-    assert "wrote" in stdout and "seed 0" in stdout
+    assert "wrote" in stdout and "seed 0" in stdout and "LoRA" not in stdout
     assert "wiring check" in stderr and "noise" in stderr
 
 
@@ -278,9 +278,10 @@ def test_the_python_call_reproduces_the_command_line_on_the_presets_defaults(
 
     written = []
     monkeypatch.setattr(s2v.video, "save_video", lambda frames, out, **_: written.append(frames) or out)
-    code, _, stderr = run(capsys, "generate", "--preset", "nano", "--subject", subject_file, "--prompt",
-                          "it moves left on grass", "--seed", "5", "--out", tmp_path / "a.mp4")  # fmt: skip
+    code, stdout, stderr = run(capsys, "generate", "--preset", "nano", "--subject", subject_file, "--prompt",
+                               "it moves left on grass", "--seed", "5", "--out", tmp_path / "a.mp4")  # fmt: skip
     assert code == 0, stderr
+    assert re.search(r"LoRA \S+ at [0-9.]+x \(rank \d+\)", stdout), stdout  # which LoRA, at what strength
     pipe = load_pipeline(LoadSettings(preset="nano"))
     assert pipe.preset.num_inference_steps != 50  # not diffusers' default: the check below would be vacuous
     assert np.array_equal(pipe(str(subject_file), "it moves left on grass", seed=5).frames, written[0])
