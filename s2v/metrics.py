@@ -87,14 +87,6 @@ class ClipScorer:
         return _load(build, source, "--clip-model")
 
     @torch.no_grad()
-    def text_score(self, prompt: str, frames: np.ndarray) -> float:
-        return mean_cosine_100(self._text_features(prompt), self._image_features(_centre(frames)))
-
-    @torch.no_grad()
-    def image_score(self, reference: Image.Image, frames: np.ndarray) -> float:
-        return mean_cosine_100(self._image_features([reference])[0], self._image_features(_centre(frames)))
-
-    @torch.no_grad()
     def scores(self, prompt: str, reference: Image.Image, frames: np.ndarray) -> tuple[float, float]:
         """(CLIP-T, CLIP-I), with the centre frames embedded once for both."""
         frame_features = self._image_features(_centre(frames))
