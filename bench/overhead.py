@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusers import CogVideoXTransformer3DModel  # noqa: E402
 
 from s2v.model import predict  # noqa: E402
-from s2v.presets import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
 
 FFN_MULT = 4
 """diffusers' `FeedForward` default, which `CogVideoXBlock` uses (no `ff_inner_dim`)."""

@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusers import CogVideoXDPMScheduler, CogVideoXTransformer3DModel  # noqa: E402
 
 from s2v.model import predict  # noqa: E402
-from s2v.presets import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
 from s2v.tiny import SCHEDULER_CONFIG  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.loop import make_optimizer, make_trainable  # noqa: E402

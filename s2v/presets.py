@@ -1,35 +1,10 @@
-"""Presets: which model to load and the generation defaults the CLI and the app share."""
+"""Presets: which model to load and its defaults (sampling, size, subject framing), for the pipeline,
+the CLI and the app alike."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-COGVIDEOX_5B_TRANSFORMER = dict(
-    num_attention_heads=48,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    time_embed_dim=512,
-    text_embed_dim=4096,
-    num_layers=42,
-    sample_width=90,
-    sample_height=60,
-    sample_frames=49,
-    patch_size=2,
-    max_text_seq_length=226,
-    use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
-    activation_fn="gelu-approximate",
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    norm_eps=1e-5,
-    timestep_activation_fn="silu",
-    spatial_interpolation_scale=1.875,
-    temporal_interpolation_scale=1.0,
-    attention_bias=True,
-)
-"""THUDM/CogVideoX-5b's transformer config, for meta-device checks and FLOP counts."""
 
 NANO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "nano"
 """s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `python -m nano build`."""

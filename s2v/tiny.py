@@ -1,4 +1,5 @@
-"""A tiny random-weight CogVideoX, built in-process: the wiring check and the test model.
+"""A tiny random-weight CogVideoX, built in-process: the wiring check and the test model; and the
+5B's transformer config, for building it with random weights (bench/ and the tests' parameter counts).
 
 Same classes as CogVideoX-5B (transformer, VAE, T5, DPM scheduler), shrunk to run in a
 fraction of a second on a CPU. Its videos are noise. The T5 keeps the real model's quirk
@@ -112,3 +113,31 @@ def _narrow_posterior(vae: AutoencoderKLCogVideoX, log_variance: float = -12.0) 
     with torch.no_grad():
         conv.weight[channels:] = 0.0
         conv.bias[channels:] = log_variance
+
+
+COGVIDEOX_5B_TRANSFORMER = dict(
+    num_attention_heads=48,
+    attention_head_dim=64,
+    in_channels=16,
+    out_channels=16,
+    time_embed_dim=512,
+    text_embed_dim=4096,
+    num_layers=42,
+    sample_width=90,
+    sample_height=60,
+    sample_frames=49,
+    patch_size=2,
+    max_text_seq_length=226,
+    use_rotary_positional_embeddings=True,
+    use_learned_positional_embeddings=False,
+    activation_fn="gelu-approximate",
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    norm_eps=1e-5,
+    timestep_activation_fn="silu",
+    spatial_interpolation_scale=1.875,
+    temporal_interpolation_scale=1.0,
+    attention_bias=True,
+)
+"""THUDM/CogVideoX-5b's transformer config, for meta-device checks and FLOP counts."""
+"""THUDM/CogVideoX-5b's transformer/config.json, for random-weight builds of its exact shapes."""

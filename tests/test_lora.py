@@ -25,8 +25,7 @@ from s2v.loading import (
 )
 from s2v.model import predict
 from s2v.pipeline import S2VPipeline
-from s2v.presets import COGVIDEOX_5B_TRANSFORMER
-from s2v.tiny import tiny_components
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER, tiny_components
 
 
 def lora_state_dict(rank: int, alpha: int, seed: int = 1, targets=LORA_TARGET_MODULES) -> dict[str, torch.Tensor]:

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from s2v import LoadSettings, load_pipeline
 from s2v.loading import OUR_LORA_FILE, load_base_pipeline
 from s2v.model import rotary_embedding
-from s2v.presets import COGVIDEOX_5B_TRANSFORMER
 from s2v.text import REFERENCE_TOKEN
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER
 from train.config import ModelConfig, TaskConfig, TrainConfig, load_config
 from train.data import PairDataset, VideoDataset, write_synthetic_dataset
 from train.loop import TRAIN_LOG, make_trainable, train
