@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from s2v.model import predict
+from train.tasks import video_distribution
 
 from .evaluate import CHANCE
-from .vae import to_pixels
+from .vae import FRAME_SIZE
 from .world import COLOURS, MOTIONS, PATTERNS, SHAPES, Identity, clip_caption, eval_items, render_clip, split_identities
 
 TIMESTEPS = (300, 500, 700)
@@ -41,7 +42,9 @@ def caption_accuracy(
     right = {attribute: [] for attribute in ALTERNATIVES}
     for item in items:
         identity = Identity.from_id(item["identity"])
-        clip = render_clip(identity, item["scene"], item["motion"], 48, 48, rng=np.random.default_rng(item["seed"]))
+        clip = render_clip(
+            identity, item["scene"], item["motion"], FRAME_SIZE, FRAME_SIZE, rng=np.random.default_rng(item["seed"])
+        )
         latents = _latents(pipe, clip.frames)
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(item["seed"]))
         for attribute, choices in ALTERNATIVES.items():
@@ -54,9 +57,8 @@ def caption_accuracy(
 
 def _latents(pipe, frames: np.ndarray) -> torch.Tensor:
     """[1, T', C, h, w] scaled posterior mean: the clip as training sees it, without the posterior's noise."""
-    vae = pipe.vae
-    mean = vae.encode(to_pixels(frames[None]).to(vae.dtype)).latent_dist.mean
-    return mean.permute(0, 2, 1, 3, 4).float() * vae.config.scaling_factor
+    mean = video_distribution(pipe, frames).mean
+    return mean.permute(0, 2, 1, 3, 4).float() * pipe.vae.config.scaling_factor
 
 
 def _errors(pipe, latents: torch.Tensor, noise: torch.Tensor, captions: list[str], frame_offset: int) -> torch.Tensor:

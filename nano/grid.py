@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from diffusers import AutoencoderKLCogVideoX
+
 from s2v.errors import S2VError
 from s2v.video import atomic_folder
 
-from .base import write_untrained_base
+from .base import untrained_base, write_untrained_base
 from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
 from .vae import train_vae
 from .world import write_world
@@ -132,11 +134,9 @@ def _caption_scores(folder: Path, plan: BuildPlan) -> None:
 
 def _untrained_linked(untrained: Path, frozen: Path, candidate: Candidate, plan: BuildPlan) -> None:
     """The candidate's untrained base: its own transformer, the grid's frozen VAE, T5 and tokenizer."""
+    vae = AutoencoderKLCogVideoX.from_pretrained(frozen / "vae")
     with atomic_folder(untrained) as staging:
-        write_untrained_base(frozen / "vae", staging / "model", plan.seed, candidate.transformer)
-        for item in (staging / "model").iterdir():
-            item.rename(staging / item.name)
-        (staging / "model").rmdir()
+        untrained_base(vae, plan.seed, candidate.transformer).save_pretrained(staging)
         for part in FROZEN_PARTS:
             shutil.rmtree(staging / part)
             _link(staging / part, frozen / part)

@@ -141,8 +141,9 @@ class S2VPipeline(CogVideoXPipeline):
         steps = self.preset.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = self.preset.guidance_scale if guidance_scale is None else guidance_scale
         images, prompts, batched = _as_batch(image, prompt)
+        referenced = images is not None
         self._check_call_inputs(
-            images is not None,
+            referenced,
             prompts,
             negative_prompt,
             height,
@@ -172,7 +173,7 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 3. Text: `<cls>` leads the prompt when there is a subject, never the negative prompt
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            [_as_typed(text, images is not None) for text in prompts],
+            [_as_typed(text, referenced) for text in prompts],
             strip_reference_token(negative_prompt),
             do_classifier_free_guidance=do_cfg,
             max_sequence_length=config.max_text_seq_length,
@@ -200,7 +201,7 @@ class S2VPipeline(CogVideoXPipeline):
 
         # 6. Clean reference latent, drawn from the run's generator; the same in both CFG branches
         reference = None
-        if subjects:
+        if referenced:
             reference = torch.cat([self.encode_reference(subject, generator) for subject in subjects])
             reference = reference.to(device, prompt_embeds.dtype).repeat(2 if do_cfg else 1, 1, 1, 1, 1)
 
@@ -221,7 +222,7 @@ class S2VPipeline(CogVideoXPipeline):
                         t.expand(latent_input.shape[0]),
                         prompt_embeds,
                         reference,
-                        frame_offset=1 if subjects else 0,
+                        frame_offset=1 if referenced else 0,
                         attention_kwargs=attention_kwargs,
                     ).float()
                 if use_dynamic_cfg:
@@ -265,7 +266,7 @@ class S2VPipeline(CogVideoXPipeline):
             frames = frames if batched else frames[0]
         self.maybe_free_model_hooks()
 
-        subject = None if not subjects else subjects if batched else subjects[0]
+        subject = None if not referenced else subjects if batched else subjects[0]
         output = S2VPipelineOutput(frames=frames, subject=subject, seed=seed, interrupted=interrupted)
         return output if return_dict else output.to_tuple()
 

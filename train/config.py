@@ -10,7 +10,8 @@ import yaml
 
 from s2v.errors import S2VError
 
-MODES = ("switched", "image-only", "two-stage", "joint-t2v", "text-to-video")
+TEXT_TO_VIDEO = "text-to-video"
+MODES = ("switched", "image-only", "two-stage", "joint-t2v", TEXT_TO_VIDEO)
 """The method's switched training, its ablations (METHOD §5), and text-to-video: pretraining a base model
 the way CogVideoX was, every step a video with no reference, the video at RoPE frames 0..T-1."""
 REFERENCE_FRAMES = ("random", "first", "grid")
@@ -63,6 +64,11 @@ class TaskConfig:
     video_batch_size: int = 1
     caption_dropout: float = 0.0
     """Chance a caption becomes the empty prompt. The method uses none; training a base model for CFG does."""
+
+    @property
+    def motion_share(self) -> float:
+        """p as the mode applies it: 0 for image-only, 1 for a text-to-video base, else `motion_probability`."""
+        return {"image-only": 0.0, TEXT_TO_VIDEO: 1.0}.get(self.mode, self.motion_probability)
 
 
 @dataclass
@@ -155,16 +161,12 @@ class TrainConfig:
 
     @property
     def uses_videos(self) -> bool:
-        return self.tasks.mode == "text-to-video" or (
-            self.tasks.mode != "image-only" and self.tasks.motion_probability > 0
-        )
+        return self.tasks.motion_share > 0
 
     @property
     def uses_pairs(self) -> bool:
         """False only when every step is a video step: a text-to-video base, or p = 1."""
-        return self.tasks.mode != "text-to-video" and (
-            self.tasks.mode == "image-only" or self.tasks.motion_probability < 1
-        )
+        return self.tasks.motion_share < 1
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

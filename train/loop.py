@@ -27,7 +27,7 @@ from s2v.video import save_video
 
 from .cache import cached_identity_batch, cached_motion_batch, open_cache
 from .checkpoint import TrainingState, load_checkpoint, resolve_resume, save_checkpoint
-from .config import TrainConfig, to_dict
+from .config import TEXT_TO_VIDEO, TrainConfig, to_dict
 from .data import SkipCounter, draw, open_datasets
 from .tasks import (
     IDENTITY,
@@ -271,7 +271,7 @@ def _validate(accelerator: Accelerator, pipe, config: TrainConfig, step: int, ou
     strips = {}
     for index, sample in enumerate(config.run.validation):
         output = pipe(
-            None if config.tasks.mode == "text-to-video" else sample.subject,
+            None if config.tasks.mode == TEXT_TO_VIDEO else sample.subject,
             sample.prompt,
             height=config.data.height,
             width=config.data.width,

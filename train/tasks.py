@@ -20,11 +20,10 @@ from s2v.model import predict
 from s2v.pipeline import S2VPipeline
 from s2v.text import strip_reference_token, with_reference_token
 
-from .config import TaskConfig
+from .config import TEXT_TO_VIDEO, TaskConfig
 from .data import PairSample, VideoSample
 
 IDENTITY, MOTION = "identity", "motion"
-TEXT_TO_VIDEO = "text-to-video"
 RELEASE_FRAME_GRID = 9
 """The release picks the reference from frames 0, 9, 18, ... of the clip."""
 
@@ -34,7 +33,7 @@ class TaskSchedule:
 
     def __init__(self, config: TaskConfig, max_steps: int):
         self.mode = config.mode
-        self.p = {"image-only": 0.0, TEXT_TO_VIDEO: 1.0}.get(config.mode, config.motion_probability)
+        self.p = config.motion_share
         self.identity_steps = round((1 - self.p) * max_steps)
 
     def task(self, step: int, rng: np.random.Generator) -> str:
