@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))  # the raw HTTP client the tests share
 
 import httpx  # noqa: E402
 import imageio_ffmpeg  # noqa: E402

@@ -12,21 +12,17 @@ how many verdicts of colour, shape and motion the mp4 changes (k/n).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from nano.analyze import analyze_clip  # noqa: E402
-from nano.evaluate import EvalSettings, _generate  # noqa: E402
-from nano.world import eval_items, render_subject, split_identities  # noqa: E402
-from s2v import PRESETS, LoadSettings, load_pipeline, save_video  # noqa: E402
-from s2v.video import read_video  # noqa: E402
+from s2v import PRESETS, LoadSettings, load_pipeline, save_video
+from s2v.video import read_video
+from s2v_nano.analyze import analyze_clip
+from s2v_nano.evaluate import EvalSettings, _generate
+from s2v_nano.world import eval_items, render_subject, split_identities
 
 VERDICTS = ("colour", "shape", "motion")
 

@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from diffusers import CogVideoXTransformer3DModel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-# bench/ is not a package; make `s2v` importable when run as a script.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from diffusers import CogVideoXTransformer3DModel  # noqa: E402
-
-from s2v.model import predict  # noqa: E402
-from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
+from s2v.model import predict
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG
 
 FFN_MULT = 4
 """diffusers' `FeedForward` default, which `CogVideoXBlock` uses (no `ff_inner_dim`)."""

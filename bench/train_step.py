@@ -1,6 +1,6 @@
 """What the reference tokens cost in training: our step vs a plain CogVideoX LoRA step.
 
-Our fine-tuning (train/, METHOD §5) trains each micro-batch on one of two tasks. Identity
+Our fine-tuning (s2v_train/, METHOD §5) trains each micro-batch on one of two tasks. Identity
 injection: 8 images, each a one-frame video with its reference image prepended as a second
 latent frame. Motion preservation: 1 clip of 13 latent frames with a reference frame
 prepended, or (probability q) with the whole reference stream dropped. The switch picks
@@ -10,10 +10,10 @@ frame_offset=0)`), with the same LoRA (METHOD §4's targets) and the same AdamW.
 5B at 480x720x49 that is, per sample, 226 text + 13 x 1350 video tokens (+1350 reference)
 for a clip and 226 + 1350 (+1350) for an image: the image task doubles its frame tokens.
 
-One training step = forward and v-prediction MSE (ours: `train.tasks.batch_loss`; plain: the
-same without the reference), backward (with gradient checkpointing, as train/ by default),
-gradient clipping, AdamW step and zero_grad, as in train/loop.py minus accelerate and the
-LR schedule, which cost the same either way. fp32, as train/ runs on a CPU.
+One training step = forward and v-prediction MSE (ours: `s2v_train.tasks.batch_loss`; plain: the
+same without the reference), backward (with gradient checkpointing, as s2v_train/ by default),
+gradient clipping, AdamW step and zero_grad, as in s2v_train/loop.py minus accelerate and the
+LR schedule, which cost the same either way. fp32, as s2v_train/ runs on a CPU.
 
 Printed:
   1. Per case: batch, tokens per sample, and FLOPs per training step for the full 5B
@@ -30,7 +30,7 @@ Printed:
 Not measured: the frozen T5 and VAE that encode each micro-batch (the batches here are random
 latents and embeddings of the right shapes). T5 costs the same both ways: prompts are padded
 to 226 tokens and `<cls>` takes the place of a padding one. The VAE encodes one extra image
-per sample for us, the reference; train/ encodes on the fly, so it pays that there, outside
+per sample for us, the reference; s2v_train/ encodes on the fly, so it pays that there, outside
 the transformer step, and it is gone wherever latents are cached ahead of training.
 
 Why a reduced model: a 5B training step takes hours on 2 CPU cores. The reduced model is
@@ -56,19 +56,15 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from diffusers import CogVideoXDPMScheduler, CogVideoXTransformer3DModel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
 
-# bench/ is not a package; make `s2v` and `train` importable when run as a script.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from diffusers import CogVideoXDPMScheduler, CogVideoXTransformer3DModel  # noqa: E402
-
-from s2v.model import predict  # noqa: E402
-from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG  # noqa: E402
-from s2v.tiny import SCHEDULER_CONFIG  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.loop import make_optimizer, make_trainable  # noqa: E402
-from train.tasks import IDENTITY, MOTION, Batch, batch_loss  # noqa: E402
+from s2v.model import predict
+from s2v.tiny import COGVIDEOX_5B_TRANSFORMER as FIVE_B_CONFIG
+from s2v.tiny import SCHEDULER_CONFIG
+from s2v_train.config import TrainConfig
+from s2v_train.loop import make_optimizer, make_trainable
+from s2v_train.tasks import IDENTITY, MOTION, Batch, batch_loss
 
 
 def _load_overhead():
@@ -92,7 +88,7 @@ class Case:
 
     label: str
     ours: bool
-    """`train.tasks.batch_loss` (reference frame, video at RoPE 1..T), or the plain loss (RoPE 0..T-1)."""
+    """`s2v_train.tasks.batch_loss` (reference frame, video at RoPE 1..T), or the plain loss (RoPE 0..T-1)."""
     task: str
     batch: int
     frames: int
@@ -163,7 +159,7 @@ def make_batch(config: dict, case: Case, base, device: str = "cpu", seed: int = 
 
 
 def train_config(rank: int) -> TrainConfig:
-    """train/'s defaults (AdamW settings, clipping), with the LoRA rank given."""
+    """s2v_train/'s defaults (AdamW settings, clipping), with the LoRA rank given."""
     config = TrainConfig()
     config.model.lora_rank = rank
     return config
@@ -171,7 +167,7 @@ def train_config(rank: int) -> TrainConfig:
 
 @dataclass
 class Trainer:
-    """What train/loop.py holds across steps: the LoRA-wrapped transformer, its optimizer, scheduler and generator."""
+    """What s2v_train/loop.py holds across steps: the LoRA-wrapped transformer, optimizer, scheduler, generator."""
 
     model: CogVideoXTransformer3DModel
     trainable: list[torch.nn.Parameter]
@@ -182,7 +178,7 @@ class Trainer:
 
 
 def make_trainer(config: dict, rank: int, checkpointing: bool) -> Trainer:
-    """The frozen transformer with train/'s LoRA and AdamW (`train.loop.make_trainable`, `make_optimizer`)."""
+    """The frozen transformer with s2v_train/'s LoRA and AdamW (`s2v_train.loop.make_trainable`, `make_optimizer`)."""
     train = train_config(rank)
     model = CogVideoXTransformer3DModel(**config)
     model.requires_grad_(False)
@@ -200,7 +196,7 @@ def make_trainer(config: dict, rank: int, checkpointing: bool) -> Trainer:
 
 
 def step_fn(trainer: Trainer, case: Case, batch: Batch) -> Callable[[], None]:
-    """One optimizer step on `batch`, as train/loop.py takes it (minus accelerate and the LR schedule)."""
+    """One optimizer step on `batch`, as s2v_train/loop.py takes it (minus accelerate and the LR schedule)."""
     loss_fn = batch_loss if case.ours else plain_loss
 
     def step() -> None:
@@ -367,7 +363,7 @@ def print_times(times: dict[str, list[float]], label: str) -> None:
         )
     ours, plain = f"{1 - P:g} identity + {P:g} ({1 - Q:g} kept + {Q:g} dropped)", f"{1 - P:g} image + {P:g} video"
     print(f"  switched = {ours}; plain = {plain}")
-    print(f"  (p = {P:g}, q = {Q:g}: train/'s defaults; {SAMPLES_PER_STEP:g} samples per optimizer step on average)")
+    print(f"  (p = {P:g}, q = {Q:g}: trainer defaults; {SAMPLES_PER_STEP:g} samples per optimizer step, on average)")
     spread = max(max(t) / min(t) for t in times.values())
     if spread > 1.5:
         # Identical steps should take the same time; a wide spread means other processes took the cores.
@@ -403,7 +399,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="timed steps of each case (default 8)")
     parser.add_argument("--layers", type=int, default=4, help="transformer blocks in the reduced model (default 4)")
     parser.add_argument("--rank", type=int, help="LoRA rank of the reduced model (default: 128 x its width / 3072)")
-    parser.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing (train/ uses it)")
+    parser.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing (training uses it)")
     parser.add_argument("--quick", action="store_true", help="2 layers, 2 repeats, no extra warm-up: a smoke run")
     args = parser.parse_args()
     layers, repeats, warmup = (2, 2, 0) if args.quick else (args.layers, args.repeats, 1)

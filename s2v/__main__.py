@@ -1,4 +1,4 @@
-"""`python -m s2v`: generate a video from a subject image and a prompt, `eval` a benchmark, or `info`.
+"""`s2v`: generate a video from a subject image and a prompt, `eval` a benchmark, or `info`.
 
 This file only turns flags into one `load_pipeline` and one pipeline call; user errors
 print one line and exit 2, never a traceback.
@@ -182,7 +182,7 @@ def load_settings(args: argparse.Namespace):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m s2v", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="s2v", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(required=True, metavar="command")
 
     gen = commands.add_parser("generate", help="make a video of a subject", description="Make a video of a subject.")

@@ -1,4 +1,4 @@
-"""`python -m s2v eval`: the paper's benchmark protocol over a folder of subjects and a file of prompts.
+"""`s2v eval`: the paper's benchmark protocol over a folder of subjects and a file of prompts.
 
 Every subject meets each of its prompts once (the paper: 30 subjects x 4 prompts, 50 steps, CFG 6,
 seed 42). Videos are written atomically and never regenerated, so an interrupted run resumes where it

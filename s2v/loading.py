@@ -128,7 +128,7 @@ def load_base_pipeline(
     if preset.name == "nano" and model is None and not (NANO_FOLDER / "base" / "model_index.json").is_file():
         raise S2VError(
             f"s2v-nano's weights are not in {NANO_FOLDER}. Build them (about two hours on a CPU) with "
-            "`python -m nano build --ship`, or pass --model and --lora."
+            "`s2v-nano build --ship`, or pass --model and --lora."
         )
     if preset.model is None and model is None:
         pipe = S2VPipeline(**tiny_components(tiny_seed))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NANO_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "nano"
-"""s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `python -m nano build`."""
+"""s2v-nano's shipped weights: `base/` (a CogVideoX folder) and `lora/`, written by `s2v-nano build`."""
 
 AUTHORS_CHECKPOINT_HINT = (
     "The method's LoRA (pytorch_lora_weights_transformer.safetensors) is published by the "
@@ -78,7 +78,7 @@ PRESETS: dict[str, Preset] = {
         fps=8,
         resolutions=((48, 48),),
         needs_lora=False,
-        subject_size=0.65,  # nano.world.SUBJECT_SIZE: how the world draws its references
+        subject_size=0.65,  # s2v_nano.world.SUBJECT_SIZE: how the world draws its references
         display_scale=8,
     ),
     "cogvideox-5b": Preset(

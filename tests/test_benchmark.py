@@ -1,4 +1,4 @@
-"""`python -m s2v eval`: subjects x prompts, resumable generation, per-video scores and the table."""
+"""`s2v eval`: subjects x prompts, resumable generation, per-video scores and the table."""
 
 from __future__ import annotations
 

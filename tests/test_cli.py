@@ -1,4 +1,4 @@
-"""`python -m s2v`: generation end to end, the real loading path, and one-line errors."""
+"""`s2v`: generation end to end, the real loading path, and one-line errors."""
 
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def test_the_nano_preset_without_its_weights_says_how_to_build_them(tmp_path, su
 
     monkeypatch.setattr(s2v.loading, "NANO_FOLDER", tmp_path / "missing")
     code, _, stderr = run(capsys, "generate", "--preset", "nano", "--subject", subject_file, "--prompt", "it moves")
-    assert "python -m nano build --ship" in one_line_error(code, stderr)
+    assert "s2v-nano build --ship" in one_line_error(code, stderr)
 
 
 def test_info_names_device_versions_memory_mode_and_weight_locations(capsys):

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from nano.__main__ import main as nano_cli
-from nano.analyze import analyze_clip
-from nano.base import TEXT_LENGTH, nano_tokenizer
-from nano.build import ABLATIONS, BuildPlan, build, ship_model
-from nano.evaluate import CONDITIONS, score
-from nano.grid import grid
-from nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
-from nano.world import (
+from s2v.__main__ import main as cli
+from s2v_nano.__main__ import main as nano_cli
+from s2v_nano.analyze import analyze_clip
+from s2v_nano.base import TEXT_LENGTH, nano_tokenizer
+from s2v_nano.build import ABLATIONS, BuildPlan, build, ship_model
+from s2v_nano.evaluate import CONDITIONS, score
+from s2v_nano.grid import grid
+from s2v_nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
+from s2v_nano.world import (
     MOTIONS,
     SCENES,
     Identity,
@@ -30,14 +31,13 @@ from nano.world import (
     subject_caption,
     write_world,
 )
-from s2v.__main__ import main as cli
 
 SMALL_WORLD = dict(base_clips=8, pairs=6, motion_clips=6, eval_per_subject=1)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The smoke build: every stage of `python -m nano build` at toy sizes, once for the module."""
+    """The smoke build: every stage of `s2v-nano build` at toy sizes, once for the module."""
     folder = tmp_path_factory.mktemp("nano") / "build"
     scores = build(folder, BuildPlan.smoke())
     return folder, scores

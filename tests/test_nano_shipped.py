@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from nano.evaluate import CHANCE, EvalSettings, evaluate
 from s2v import LoadSettings, load_pipeline
 from s2v.presets import NANO_FOLDER
+from s2v_nano.evaluate import CHANCE, EvalSettings, evaluate
 
 FLOORS = dict(colour=80.0, colour_over_no_reference=60.0, motion=50.0, scene=90.0)
 
@@ -20,7 +20,7 @@ FLOORS = dict(colour=80.0, colour_over_no_reference=60.0, motion=50.0, scene=90.
 @pytest.fixture(scope="module")
 def report():
     if not (NANO_FOLDER / "base" / "model_index.json").is_file():
-        pytest.fail(f"{NANO_FOLDER} holds no shipped nano model; build it with `python -m nano build --ship`")
+        pytest.fail(f"{NANO_FOLDER} holds no shipped nano model; build it with `s2v-nano build --ship`")
     pipe = load_pipeline(LoadSettings(preset="nano"))
     pipe.set_progress_bar_config(disable=True)
     return evaluate(pipe, EvalSettings(limit=48, conditions=("reference", "none")), progress=False)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from nano.analyze import analyze_clip, analyze_image
-from nano.world import (
+from s2v.errors import S2VError
+from s2v_nano.analyze import analyze_clip, analyze_image
+from s2v_nano.world import (
     ACCENTS,
     COLOURS,
     IDENTITY_WORDS,
@@ -33,8 +34,7 @@ from nano.world import (
     split_identities,
     write_world,
 )
-from s2v.errors import S2VError
-from train.data import PairDataset, VideoDataset
+from s2v_train.data import PairDataset, VideoDataset
 
 SIZE = dict(height=48, width=48, num_frames=9)
 SMALL = dict(base_clips=24, pairs=16, motion_clips=16, eval_per_subject=2)
@@ -314,8 +314,8 @@ def test_analyzer_without_a_subject():
 
 
 def test_subjects_drawn_by_the_second_renderer_are_read_after_the_nano_presets_placement():
-    from nano.drawn import drawings, open_drawing
     from s2v import PRESETS, prepare_subject
+    from s2v_nano.drawn import drawings, open_drawing
 
     held = split_identities(0)[1]
     drawn = drawings(held, per_identity=2, seed=0)

@@ -54,9 +54,43 @@ def imported_packages(folder: Path) -> dict[str, set[str]]:
 
 
 def test_data_flows_one_way_between_the_rooms():
-    """s2v never imports training or the miniature world; train never imports the world; nano uses both."""
-    forbidden = {"s2v": {"train", "nano", "app", "bench"}, "train": {"nano", "app", "bench"}}
+    """s2v never imports training or the miniature world; s2v_train never imports the world; s2v_nano uses both."""
+    forbidden = {"s2v": {"s2v_train", "s2v_nano", "app", "bench"}, "s2v_train": {"s2v_nano", "app", "bench"}}
     for room, banned in forbidden.items():
         for module, names in imported_packages(ROOT / room).items():
             assert not names & banned, f"{module} imports {sorted(names & banned)}"
     assert not (ROOT / "s2v" / "nano").exists()
+
+
+def test_installed_packages_cannot_collide_with_other_distributions():
+    """A top-level `train` or `nano` in site-packages would shadow (or be shadowed by) someone else's."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = project["tool"]["setuptools"]["packages"]
+    assert packages and all(name == "s2v" or name.startswith("s2v_") for name in packages)
+    for name in packages:
+        assert (ROOT / name / "__init__.py").is_file()
+    assert set(project["project"]["scripts"]) == {"s2v", "s2v-train", "s2v-nano"}
+
+
+def test_the_commands_and_bench_scripts_run_from_any_folder(tmp_path):
+    """After `pip install -e .` (the README's test command does it), nothing depends on the working folder."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONPATH": ""}
+    commands = [
+        [str(bin_dir / "s2v"), "info"],
+        [str(bin_dir / "s2v-train"), "--help"],
+        [str(bin_dir / "s2v-nano"), "--help"],
+        [sys.executable, str(ROOT / "bench" / "nano_video.py"), "--help"],
+    ]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    running = [subprocess.Popen(command, cwd=tmp_path, env=env, **pipes) for command in commands]
+    for command, process in zip(commands, running, strict=True):
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{command}: {err.decode()[-2000:]}"
+        assert out.strip(), command

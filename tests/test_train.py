@@ -1,4 +1,4 @@
-"""The switched fine-tuning (train/) on the tiny preset with synthetic data made in the tests."""
+"""The switched fine-tuning (s2v_train/) on the tiny preset with synthetic data made in the tests."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from s2v.loading import OUR_LORA_FILE, load_base_pipeline
 from s2v.model import rotary_embedding
 from s2v.text import REFERENCE_TOKEN
 from s2v.tiny import COGVIDEOX_5B_TRANSFORMER
-from train.config import ModelConfig, TaskConfig, TrainConfig, load_config
-from train.data import PairDataset, VideoDataset, write_synthetic_dataset
-from train.loop import TRAIN_LOG, make_trainable, train
-from train.tasks import (
+from s2v_train.config import ModelConfig, TaskConfig, TrainConfig, load_config
+from s2v_train.data import PairDataset, VideoDataset, write_synthetic_dataset
+from s2v_train.loop import TRAIN_LOG, make_trainable, train
+from s2v_train.tasks import (
     IDENTITY,
     MOTION,
     TaskSchedule,
@@ -39,7 +39,7 @@ from train.tasks import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "train" / "configs" / "tiny.yaml"
+TINY = ROOT / "s2v_train" / "configs" / "tiny.yaml"
 
 
 def tiny_config(tmp_path, *overrides: str) -> TrainConfig:
@@ -149,7 +149,7 @@ def test_motion_task_uses_a_frame_of_the_clip_and_drops_the_whole_reference_stre
 
     replay = torch.Generator().manual_seed(0)
     for sample in samples:
-        from train.tasks import encode_video
+        from s2v_train.tasks import encode_video
 
         encode_video(pipe, sample.frames, replay)
     first_reference = pipe.encode_reference(Image.fromarray(samples[0].frames[batch.frame_indices[0]]), replay)
@@ -294,9 +294,9 @@ RUNNER = textwrap.dedent(
     """
     import os, signal, sys
     import accelerate
-    import train.loop
+    import s2v_train.loop
     kill_at, during_write = int(os.environ["KILL_AT"]), os.environ["KILL_DURING_WRITE"] == "1"
-    original_save_state, original_checkpoint = accelerate.Accelerator.save_state, train.loop.save_checkpoint
+    original_save_state, original_checkpoint = accelerate.Accelerator.save_state, s2v_train.loop.save_checkpoint
 
     def save_state(self, folder, *args, **kwargs):
         result = original_save_state(self, folder, *args, **kwargs)
@@ -311,8 +311,8 @@ RUNNER = textwrap.dedent(
         return path
 
     accelerate.Accelerator.save_state = save_state
-    train.loop.save_checkpoint = checkpoint
-    from train.__main__ import main
+    s2v_train.loop.save_checkpoint = checkpoint
+    from s2v_train.__main__ import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -377,7 +377,7 @@ def test_two_cpu_processes_train_data_parallel_and_save_a_checkpoint(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "train",
+        "s2v_train",
         "--config",
         str(TINY),
         f"run.output_dir={output}",
@@ -416,8 +416,17 @@ def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
         tiny_config(tmp_path, "optim.ema_decay=1")
 
 
+def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from s2v.errors import S2VError
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny") == load_config(TINY) == load_config("tiny.yaml")
+    with pytest.raises(S2VError, match="shipped config's name: .*nano_base.*tiny"):
+        load_config("tiyn")
+
+
 def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, synthetic):
-    from train.tasks import _loss_weights
+    from s2v_train.tasks import _loss_weights
 
     scheduler = pipe.scheduler
     steps = torch.tensor([999, 500, 0])
@@ -438,7 +447,7 @@ def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, 
 
 
 def test_prepared_cache_trains_and_matches_the_uncached_batch_shapes(tmp_path, pipe, synthetic):
-    from train.cache import cached_identity_batch, cached_motion_batch, open_cache, prepare
+    from s2v_train.cache import cached_identity_batch, cached_motion_batch, open_cache, prepare
 
     config = tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}", "tasks.motion_probability=0.5")
     prepare(config)
@@ -460,7 +469,7 @@ def test_prepared_cache_trains_and_matches_the_uncached_batch_shapes(tmp_path, p
 
 def test_a_cache_prepared_for_other_data_is_refused(tmp_path):
     from s2v.errors import S2VError
-    from train.cache import open_cache, prepare
+    from s2v_train.cache import open_cache, prepare
 
     prepare(tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}"))
     with pytest.raises(S2VError, match="prepare` again"):
@@ -490,7 +499,7 @@ def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_fra
     """The nano base's recipe: every step a video with its reference dropped, the whole transformer trained."""
     from safetensors import safe_open
 
-    from train.cache import open_cache, prepare
+    from s2v_train.cache import open_cache, prepare
 
     config = tiny_config(
         tmp_path,
@@ -515,7 +524,7 @@ def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_fra
 
 
 def test_dropped_captions_become_the_empty_prompt_and_the_rest_stay(pipe, synthetic):
-    from train.tasks import drop_captions, encode_text
+    from s2v_train.tasks import drop_captions, encode_text
 
     batch = identity_batch(pipe, [synthetic[0][i] for i in range(8)], torch.Generator().manual_seed(0))
     empty = encode_text(pipe, [""])[0]

@@ -1,4 +1,4 @@
-"""Tests for train.data: Subjects200K and JSONL pairs, video clips, the sampler, the synthetic set.
+"""Tests for s2v_train.data: Subjects200K and JSONL pairs, video clips, the sampler, the synthetic set.
 
 All data is made here in tmp_path (tiny PNGs, parquet and 32x48 clips); nothing touches the network.
 """
@@ -20,7 +20,7 @@ from PIL import Image
 
 from s2v.errors import S2VError, S2VWarning
 from s2v.video import save_video
-from train.data import (
+from s2v_train.data import (
     SUBJECTS200K_ID,
     PairDataset,
     SkipCounter,

@@ -1,4 +1,4 @@
-"""`python -m nano grid`: which lever lets the base draw the world, found by measurement.
+"""`s2v-nano grid`: which lever lets the base draw the world, found by measurement.
 
 Told a held-out subject's name, the first nano base drew the right colour but shapes at chance:
 a subject is 17-22 px across and a token covered 8x8 px. Each candidate changes one thing (tokens
@@ -37,9 +37,9 @@ class Candidate:
     vae: int = 4
     """The VAE's spatial compression: 4 (12x12 latents) or 2 (24x24)."""
     transformer: dict = field(default_factory=dict)
-    """Overrides of nano.base.TRANSFORMER_CONFIG."""
+    """Overrides of s2v_nano.base.TRANSFORMER_CONFIG."""
     train: tuple[str, ...] = ()
-    """Overrides of train/configs/nano_base.yaml."""
+    """Overrides of s2v_train/configs/nano_base.yaml."""
 
 
 CANDIDATES = {
@@ -122,7 +122,7 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
 
 
 def _caption_scores(folder: Path, plan: BuildPlan) -> None:
-    """The candidate's diffusion-classifier reading of real held-out clips (`nano.captions`)."""
+    """The candidate's diffusion-classifier reading of real held-out clips (`s2v_nano.captions`)."""
     from s2v.loading import LoadSettings, load_pipeline
 
     from .captions import caption_accuracy
@@ -176,7 +176,7 @@ def budget_steps(folder: Path, paths: list[str], minutes: float) -> int:
 
 def grid_table(scores: dict[str, dict], root: Path) -> str:
     """Markdown: each candidate's lever and budget, its named-subject scores as k/n videos, then what its
-    diffusion classifier reads from real clips (`nano.captions`), k/n items."""
+    diffusion classifier reads from real clips (`s2v_nano.captions`), k/n items."""
     header = (
         "| candidate | lever | minutes: steps (s/step) | shape | colour | pattern | identity | motion | strict motion "
         "| present | text → shape | text → colour | text → pattern | text → motion |\n"

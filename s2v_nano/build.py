@@ -1,8 +1,8 @@
-"""`python -m nano build`: the whole nano chain from nothing, with fixed seeds.
+"""`s2v-nano build`: the whole nano chain from nothing, with fixed seeds.
 
-world -> VAE -> untrained base folder -> base text-to-video (`train/` as a library) -> nano S2V
+world -> VAE -> untrained base folder -> base text-to-video (`s2v_train/` as a library) -> nano S2V
 and its ablations (the same trainer, one override each, the same budget), each scored by
-`python -m nano eval`'s evaluator as soon as it is trained -> the shipped files. Every stage
+`s2v-nano eval`'s evaluator as soon as it is trained -> the shipped files. Every stage
 writes its output once and is skipped when that output exists, and training stages resume their
 last checkpoint, so an interrupted build continues where it stopped. Stage times go to build_log.json.
 """
@@ -19,17 +19,18 @@ from pathlib import Path
 import torch
 
 from s2v.errors import S2VError
+from s2v.presets import NANO_FOLDER
 from s2v.video import atomic_folder
+from s2v_train.config import CONFIGS
 
 from .base import write_untrained_base
 from .evaluate import CONDITIONS, EvalSettings, evaluate
 from .vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from .world import split_identities, write_world
 
-REPO = Path(__file__).resolve().parents[1]
-BASE_CONFIG = REPO / "train" / "configs" / "nano_base.yaml"
-S2V_CONFIG = REPO / "train" / "configs" / "nano_s2v.yaml"
-SHIPPED = REPO / "assets" / "nano"
+BASE_CONFIG = CONFIGS / "nano_base.yaml"
+S2V_CONFIG = CONFIGS / "nano_s2v.yaml"
+SHIPPED = NANO_FOLDER
 
 ABLATIONS = {
     "switched": [],
@@ -158,13 +159,13 @@ def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
 
 
 def _train(config: Path, overrides: list[str], prepare: bool = False) -> None:
-    """The trainer as `python -m train [prepare]` would run it (config plus overrides); training resumes its
+    """The trainer as `s2v-train [prepare]` would run it (config plus overrides); training resumes its
     last checkpoint, so a stopped build continues the run."""
-    from train.cache import prepare as prepare_cache
-    from train.config import load_config
-    from train.loop import train
+    from s2v_train.cache import prepare as prepare_cache
+    from s2v_train.config import load_config
+    from s2v_train.loop import train
 
-    print(f"$ python -m train {'prepare ' if prepare else ''}--config {config} {' '.join(overrides)}", flush=True)
+    print(f"$ s2v-train {'prepare ' if prepare else ''}--config {config} {' '.join(overrides)}", flush=True)
     settings = load_config(config, overrides)
     if prepare:
         prepare_cache(settings)

@@ -1,4 +1,4 @@
-"""The frozen encoders, run once: `python -m train prepare --config ...`.
+"""The frozen encoders, run once: `s2v-train prepare --config ...`.
 
 T5 and the VAE never train, so their outputs can be computed ahead and reused every
 epoch. What the random choices of a step may need is all cached: both halves of each
@@ -104,12 +104,12 @@ def open_cache(config: TrainConfig) -> tuple[CachedPairs | None, CachedVideos | 
     """The prepared encodings, after checking they were made for this data and model."""
     cache = Path(config.data.cache)
     if not (cache / INDEX).is_file():
-        raise S2VError(f"{cache} holds no prepared encodings; run `python -m train prepare --config ...` first.")
+        raise S2VError(f"{cache} holds no prepared encodings; run `s2v-train prepare --config ...` first.")
     index = json.loads((cache / INDEX).read_text())
     if index.get("format") != FORMAT or index.get("fingerprint") != _fingerprint(config):
         raise S2VError(
             f"{cache} was prepared for other data or another model ({index.get('fingerprint')}); "
-            "run `python -m train prepare` again for this config."
+            "run `s2v-train prepare` again for this config."
         )
     pairs = CachedPairs(sorted((cache / "pairs").glob("*.safetensors"))) if config.uses_pairs else None
     videos = CachedVideos(sorted((cache / "videos").glob("*.safetensors"))) if config.uses_videos else None

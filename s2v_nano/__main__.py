@@ -1,9 +1,9 @@
-"""`python -m nano build|grid|captions|eval`: rebuild s2v-nano, compare base recipes, or score a nano model.
+"""`s2v-nano build|grid|captions|eval`: rebuild s2v-nano, compare base recipes, or score a nano model.
 
 `build` runs every stage not yet done (world, VAE, base, S2V, ablations, scores); `--smoke` runs
 each at toy sizes in about a minute and `--ship` copies the result into assets/nano. `grid` trains
 each base candidate for the same minutes and scores it on the named-subject condition. `captions`
-reads what a base (or a checkpoint of it) knows from text, from real clips (`nano.captions`). `eval`
+reads what a base (or a checkpoint of it) knows from text, from real clips (`s2v_nano.captions`). `eval`
 scores held-out subjects x identity-free prompts, beside the no-reference and shuffled-reference
 baselines, read by the world's analyzer.
 """
@@ -131,7 +131,7 @@ def _check_json_path(path: Path) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nano", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="s2v-nano", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(required=True, metavar="command")
     make = commands.add_parser("build", help="run every stage not yet done")
     make.set_defaults(command=build)

@@ -10,6 +10,8 @@ import yaml
 
 from s2v.errors import S2VError
 
+CONFIGS = Path(__file__).parent / "configs"
+"""The shipped configs, addressable by name from any folder."""
 TEXT_TO_VIDEO = "text-to-video"
 MODES = ("switched", "image-only", "two-stage", "joint-t2v", TEXT_TO_VIDEO)
 """The method's switched training, its ablations (METHOD §5), and text-to-video: pretraining a base model
@@ -48,7 +50,7 @@ class DataConfig:
     min_quality: int = 5
     pair_padding: int = 8
     cache: str | None = None
-    """Folder of VAE latents and T5 embeddings written by `python -m train prepare`; read instead of the data."""
+    """Folder of VAE latents and T5 embeddings written by `s2v-train prepare`; read instead of the data."""
 
 
 @dataclass
@@ -171,9 +173,7 @@ class TrainConfig:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """A config from YAML plus `section.key=value` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise S2VError(f"Config not found: {path}")
+    path = resolve_config(path)
     raw = yaml.safe_load(path.read_text()) or {}
     for override in overrides:
         key, sep, value = override.partition("=")
@@ -182,6 +182,18 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
         section, name = key.split(".", 1)
         raw.setdefault(section, {})[name] = yaml.safe_load(value)
     return _build(TrainConfig, raw, "config").check()
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A YAML file, or the name of one shipped in `s2v_train/configs` (so `--config tiny` works from any folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = CONFIGS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(c.stem for c in CONFIGS.glob("*.yaml") if not c.stem.startswith("accelerate")))
+    raise S2VError(f"Config not found: {path}. Give a YAML file or a shipped config's name: {names}.")
 
 
 def to_dict(config: TrainConfig) -> dict:

@@ -2,7 +2,7 @@
 
 A word-level T5 tokenizer over the world's vocabulary (built offline, one piece per word), a
 small frozen random T5, the trained nano VAE, and a small CogVideoXTransformer3DModel that
-`python -m train` trains from scratch as text-to-video. Written as a diffusers folder, the
+`s2v-train` trains from scratch as text-to-video. Written as a diffusers folder, the
 whole thing loads through `--model`, exactly as THUDM/CogVideoX-5b does.
 """
 
@@ -87,7 +87,7 @@ def untrained_base(vae: AutoencoderKLCogVideoX, seed: int = 0, transformer: dict
 def write_untrained_base(
     vae_folder: str | Path, output: str | Path, seed: int = 0, transformer: dict | None = None
 ) -> Path:
-    """The folder `python -m train` starts the base text-to-video training from."""
+    """The folder `s2v-train` starts the base text-to-video training from."""
     vae = AutoencoderKLCogVideoX.from_pretrained(vae_folder)
     with atomic_folder(Path(output)) as staging:
         untrained_base(vae, seed, transformer).save_pretrained(staging)

@@ -1,7 +1,7 @@
-"""`python -m train --config train/configs/tiny.yaml` (or under `accelerate launch -m train`).
+"""`s2v-train --config tiny` (a shipped config's name or a YAML file; or under `accelerate launch -m s2v_train`).
 
 Trains the method's LoRA as the config says; `--resume latest` continues a stopped run
-exactly, and `section.key=value` arguments override the config. `python -m train prepare
+exactly, and `section.key=value` arguments override the config. `s2v-train prepare
 --config ...` first encodes the data into `data.cache`, so training skips the frozen encoders.
 """
 
@@ -17,8 +17,8 @@ from .config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train [prepare]", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML file, e.g. train/configs/tiny.yaml")
+    parser = argparse.ArgumentParser(prog="s2v-train [prepare]", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a YAML file or a shipped config's name, e.g. tiny")
     parser.add_argument("--resume", help="'latest' or a checkpoints/step_* folder")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
     argv = sys.argv[1:] if argv is None else argv

@@ -1,4 +1,4 @@
-"""`python -m nano eval`: the nano model measured against the world's ground truth.
+"""`s2v-nano eval`: the nano model measured against the world's ground truth.
 
 Every video is generated from an identity-free prompt ("it moves left on grass") for a
 held-out subject, so the subject can only come from the reference image. Each run is
@@ -25,7 +25,7 @@ from .world import Identity, eval_items, render_subject, split_identities
 CONDITIONS = ("reference", "shuffled", "none", "named", "drawn")
 """The subject's own reference; another held-out subject's; none at all; none, but the prompt names the
 subject ("a red disc with white checks moves left on grass"): can text alone reach an unseen combination?;
-the subject as a user would draw it (`nano.drawn`: another renderer, any canvas, some JPEG)."""
+the subject as a user would draw it (`s2v_nano.drawn`: another renderer, any canvas, some JPEG)."""
 DRAWINGS_PER_SUBJECT = 2
 ATTRIBUTES = ("shape", "colour", "pattern", "accent")
 CHANCE = {"shape": 20.0, "colour": 16.7, "pattern": 25.0, "motion": 12.5, "scene": 25.0}

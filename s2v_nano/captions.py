@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from s2v.model import predict
-from train.tasks import video_distribution
+from s2v_train.tasks import video_distribution
 
 from .evaluate import CHANCE
 from .vae import FRAME_SIZE
