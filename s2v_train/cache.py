@@ -4,8 +4,8 @@ T5 and the VAE never train, so their outputs can be computed ahead and reused ev
 epoch. What the random choices of a step may need is all cached: both halves of each
 pair (either can be the reference) with both directions' `<cls>` prompts, and for each
 clip the whole video plus every frame on its own (any frame can be the reference).
-Latents are stored as the VAE's distribution (mean, log-variance) and sampled with the
-run's generator at load time, as the uncached path samples them.
+Latents are stored as the VAE's distribution (mean, log-variance) and read back as the
+same posteriors a fresh encoding gives, so `tasks`' one batch builder samples both alike.
 
 Layout: `<cache>/index.json`, `<cache>/pairs/0000000.safetensors`,
 `<cache>/videos/0000000.safetensors`.
@@ -18,11 +18,11 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -34,38 +34,16 @@ from s2v.text import strip_reference_token, with_reference_token
 from .config import TrainConfig
 from .data import UnreadableSample, open_datasets
 from .tasks import (
-    IDENTITY,
-    MOTION,
-    Batch,
-    drop_probability,
+    EncodedClip,
+    EncodedPair,
+    clip_pixels,
     encode_text,
-    keep_mask,
-    reference_frame,
+    needs_reference_frames,
     video_distribution,
 )
 
 FORMAT = 1
 INDEX = "index.json"
-Posterior = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class CachedPair:
-    reference: Posterior
-    target: Posterior
-    prompt_embeds: torch.Tensor
-    prompt: str
-
-
-@dataclass
-class CachedClip:
-    video: Posterior
-    """[C, T', h, w] mean and log-variance of the whole clip."""
-    frames: Posterior | None
-    """[T, C, 1, h, w]: every frame as a one-frame clip, the candidate references; None when the run
-    drops every reference (q = 1, a text-to-video base), which needs none."""
-    prompt_embeds: torch.Tensor
-    prompt: str
 
 
 def prepare(config: TrainConfig) -> Path:
@@ -78,7 +56,7 @@ def prepare(config: TrainConfig) -> Path:
     pipe = load_base_pipeline(config.model.preset, config.model.model, dtype).to(device)
     pairs, videos = open_datasets(config)
     skipped: list[str] = []
-    frames = _needs_frames(config)
+    frames = needs_reference_frames(config.tasks)
     with torch.no_grad():
         pair_count = clip_count = 0
         if pairs is not None:
@@ -128,84 +106,46 @@ class CachedPairs:
     def __len__(self) -> int:
         return 2 * len(self.files)
 
-    def __getitem__(self, index: int) -> CachedPair:
+    def __getitem__(self, index: int) -> EncodedPair:
         pair, direction = divmod(index, 2)
         tensors, captions = _read(self.files[pair])
-        first = (tensors["first_mean"], tensors["first_logvar"])
-        second = (tensors["second_mean"], tensors["second_logvar"])
+        first = posterior(tensors["first_mean"], tensors["first_logvar"])
+        second = posterior(tensors["second_mean"], tensors["second_logvar"])
         if direction == 0:
-            return CachedPair(first, second, tensors["prompt_for_second"], captions[1])
-        return CachedPair(second, first, tensors["prompt_for_first"], captions[0])
+            return EncodedPair(first, second, tensors["prompt_for_second"], captions[1])
+        return EncodedPair(second, first, tensors["prompt_for_first"], captions[0])
 
 
 class CachedVideos:
+    """Prepared clips, like `VideoDataset`, each with its frames' encodings when the run can keep references."""
+
     def __init__(self, files: list[Path]):
         self.files = files
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> CachedClip:
+    def __getitem__(self, index: int) -> EncodedClip:
         tensors, (caption,) = _read(self.files[index])
-        video = (tensors["video_mean"], tensors["video_logvar"])
-        frames = (tensors["frames_mean"], tensors["frames_logvar"]) if "frames_mean" in tensors else None
-        return CachedClip(video, frames, tensors["prompt"], caption)
+        video = posterior(tensors["video_mean"], tensors["video_logvar"])
+        frames = _CachedFrames(tensors["frames_mean"], tensors["frames_logvar"]) if "frames_mean" in tensors else None
+        return EncodedClip(video, frames, tensors["prompt"], caption)
 
 
-def cached_identity_batch(items: list[CachedPair], scaling: float, generator, device) -> Batch:
-    """The identity micro-batch from cached encodings; the same shapes as `tasks.identity_batch`."""
-    references = torch.stack([sample(item.reference, generator) for item in items]).permute(0, 2, 1, 3, 4)
-    targets = torch.stack([sample(item.target, generator) for item in items]).permute(0, 2, 1, 3, 4)
-    embeds = torch.stack([item.prompt_embeds for item in items])
-    keep = torch.ones(len(items), dtype=torch.bool)
-    prompts = [item.prompt for item in items]
-    return Batch(
-        IDENTITY,
-        (targets * scaling).to(device),
-        (references * scaling).to(device),
-        keep,
-        embeds.to(device),
-        prompts,
-        [None] * len(items),
-    )
+class _CachedFrames:
+    def __init__(self, means: torch.Tensor, logvars: torch.Tensor):
+        self.means, self.logvars = means, logvars
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def __getitem__(self, index: int) -> DiagonalGaussianDistribution:
+        return posterior(self.means[index], self.logvars[index])
 
 
-def cached_motion_batch(items: list[CachedClip], config, rng: np.random.Generator, generator, scaling, device) -> Batch:
-    """The motion micro-batch from cached encodings; the same draws as `tasks.motion_batch`.
-
-    A cache prepared without reference frames (q = 1) gives zero references, all dropped.
-    """
-    without_frames = any(item.frames is None for item in items)
-    indices = [
-        None if without_frames else reference_frame(item.frames[0].shape[0], config.reference_frame, rng)
-        for item in items
-    ]
-    keep = keep_mask(len(items), config, rng)
-    latents = torch.stack([sample(item.video, generator) for item in items]).permute(0, 2, 1, 3, 4)
-    if without_frames:
-        references = torch.zeros_like(latents[:, :1])
-    else:
-        pairs = zip(items, indices, strict=True)
-        references = torch.stack([sample((item.frames[0][i], item.frames[1][i]), generator) for item, i in pairs])
-        references = references.permute(0, 2, 1, 3, 4)
-    embeds = torch.stack([item.prompt_embeds for item in items])
-    prompts = [item.prompt for item in items]
-    return Batch(
-        MOTION,
-        (latents * scaling).to(device),
-        (references * scaling).to(device),
-        keep,
-        embeds.to(device),
-        prompts,
-        indices,
-    )
-
-
-def sample(posterior: Posterior, generator: torch.Generator) -> torch.Tensor:
-    """A draw from the VAE's diagonal Gaussian, with its log-variance clamp."""
-    mean, logvar = (tensor.float() for tensor in posterior)
-    noise = torch.randn(mean.shape, generator=generator)
-    return mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise
+def posterior(mean: torch.Tensor, logvar: torch.Tensor) -> DiagonalGaussianDistribution:
+    """A stored `[C, T, h, w]` mean and log-variance as the VAE's posterior of one clip, batch 1."""
+    return DiagonalGaussianDistribution(torch.cat([mean, logvar]).unsqueeze(0))
 
 
 def _encode_all(count: int, folder: Path, read, encode, skipped: list[str]) -> int:
@@ -242,11 +182,6 @@ def _read_ahead(read, count: int, ahead: int = 4) -> Iterator[Future]:
             yield pending.popleft()
 
 
-def _needs_frames(config: TrainConfig) -> bool:
-    """Whether any step can keep a motion clip's reference, so every frame's encoding must be cached."""
-    return drop_probability(config.tasks) < 1
-
-
 def _pair_tensors(pipe, forward, backward) -> tuple[dict[str, torch.Tensor], list[str]]:
     first = pipe.reference_distribution(forward.reference)
     second = pipe.reference_distribution(forward.target)
@@ -272,18 +207,17 @@ def _clip_tensors(pipe, clip, with_frames: bool) -> tuple[dict[str, torch.Tensor
     return tensors, [prompt]
 
 
-def frame_distributions(pipe, frames: np.ndarray, chunk: int = 8) -> Posterior:
+def frame_distributions(pipe, frames: np.ndarray, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Every frame of a uint8 [T, H, W, 3] clip as its own one-frame clip: mean and log-variance [T, C, 1, h, w].
 
     Frames go through the VAE `chunk` at a time, as a batch: the same posteriors as one by one, far faster.
     """
     means, logvars = [], []
     for start in range(0, len(frames), chunk):
-        pixels = torch.from_numpy(np.array(frames[start : start + chunk])).permute(0, 3, 1, 2).unsqueeze(2)
-        pixels = pixels.to(pipe._execution_device, pipe.vae.dtype) / 127.5 - 1.0
-        posterior = pipe.vae.encode(pixels).latent_dist
-        means.append(posterior.mean)
-        logvars.append(posterior.logvar)
+        pixels = clip_pixels(pipe, frames[start : start + chunk]).permute(2, 1, 0, 3, 4)  # each frame a clip
+        encoded = pipe.vae.encode(pixels).latent_dist
+        means.append(encoded.mean)
+        logvars.append(encoded.logvar)
     return torch.cat(means), torch.cat(logvars)
 
 
@@ -310,7 +244,7 @@ def _fingerprint(config: TrainConfig) -> dict:
         "sources": [_relative(source, root) for source in sources],
         "size": [data.height, data.width, data.num_frames, data.fps],
         "model": _frozen_parts(model.model or model.preset, root),
-        "reference_frames": _needs_frames(config),
+        "reference_frames": needs_reference_frames(config.tasks),
     }
 
 

@@ -25,16 +25,17 @@ from s2v.errors import S2VError
 from s2v.loading import ADAPTER_NAME, LORA_TARGET_MODULES, OUR_LORA_FILE, load_base_pipeline, save_lora
 from s2v.video import save_video
 
-from .cache import cached_identity_batch, cached_motion_batch, open_cache
+from .cache import open_cache
 from .checkpoint import TrainingState, load_checkpoint, resolve_resume, save_checkpoint
 from .config import TEXT_TO_VIDEO, TrainConfig, to_dict
-from .data import SkipCounter, draw, open_datasets
+from .data import SkipCounter, draw
 from .tasks import (
     IDENTITY,
     TaskSchedule,
     batch_loss,
     drop_captions,
     encode_text,
+    encoding_sources,
     identity_batch,
     motion_batch,
     unreferenced_frame_offset,
@@ -71,7 +72,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
 
     # 2. Data: identity pairs and unpaired clips, drawn at random from the full sets
     with accelerator.main_process_first():
-        pairs, videos = open_cache(config) if config.data.cache else open_datasets(config)
+        pairs, videos = open_cache(config) if config.data.cache else encoding_sources(pipe, config)
     skipped = SkipCounter()
     with torch.no_grad():
         empty_prompt = encode_text(pipe, [""])[0] if config.tasks.caption_dropout else None
@@ -193,18 +194,14 @@ def make_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter]
 
 
 def _batch(task, pipe, pairs, videos, config: TrainConfig, state: TrainingState, skipped: SkipCounter):
-    """Draw and encode one micro-batch of the chosen task; the frozen encoders need no gradients."""
-    tasks, scaling = config.tasks, pipe.vae.config.scaling_factor
+    """Draw one micro-batch of the chosen task from its source; the frozen encoders need no gradients."""
+    tasks, scaling, device = config.tasks, pipe.vae.config.scaling_factor, pipe._execution_device
     with torch.no_grad():
         if task == IDENTITY:
-            samples = [draw(pairs, state.rng, skipped) for _ in range(tasks.image_batch_size)]
-            if config.data.cache:
-                return cached_identity_batch(samples, scaling, state.generator, pipe._execution_device)
-            return identity_batch(pipe, samples, state.generator)
-        samples = [draw(videos, state.rng, skipped) for _ in range(tasks.video_batch_size)]
-        if config.data.cache:
-            return cached_motion_batch(samples, tasks, state.rng, state.generator, scaling, pipe._execution_device)
-        return motion_batch(pipe, samples, tasks, state.rng, state.generator)
+            items = [draw(pairs, state.rng, skipped) for _ in range(tasks.image_batch_size)]
+            return identity_batch(items, state.generator, scaling, device)
+        items = [draw(videos, state.rng, skipped) for _ in range(tasks.video_batch_size)]
+        return motion_batch(items, tasks, state.rng, state.generator, scaling, device)
 
 
 def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -5,14 +5,20 @@ RoPE index 1, the prompt led by `<cls>`, the reference always present. Motion
 preservation: an unpaired clip, a random frame of it as the reference, the whole
 reference stream dropped with probability q, a plain caption. Every micro-batch is all
 one task; the reference-token forward itself is `s2v.model.predict`.
+
+A batch is built one way whatever feeds it: a source yields each drawn item's encodings (encoded
+now by `EncodingPairs`/`EncodingVideos`, or read from a prepared cache), and `identity_batch` /
+`motion_batch` make the random draws and assemble them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.training_utils import compute_snr
 from PIL import Image
 
@@ -20,8 +26,8 @@ from s2v.model import predict
 from s2v.pipeline import S2VPipeline
 from s2v.text import strip_reference_token, with_reference_token
 
-from .config import TEXT_TO_VIDEO, TaskConfig
-from .data import PairSample, VideoSample
+from .config import TEXT_TO_VIDEO, TaskConfig, TrainConfig
+from .data import PairSample, Samples, VideoSample, open_datasets
 
 IDENTITY, MOTION = "identity", "motion"
 RELEASE_FRAME_GRID = 9
@@ -85,29 +91,132 @@ class Batch:
     frame_indices: list[int | None]
 
 
-def identity_batch(pipe: S2VPipeline, samples: list[PairSample], generator: torch.Generator) -> Batch:
-    references = torch.cat([pipe.encode_reference(sample.reference, generator) for sample in samples])
-    targets = torch.cat([pipe.encode_reference(sample.target, generator) for sample in samples])
-    prompts = [with_reference_token(sample.caption) for sample in samples]
-    keep = torch.ones(len(samples), dtype=torch.bool)
-    return Batch(IDENTITY, targets, references, keep, encode_text(pipe, prompts), prompts, [None] * len(samples))
+@dataclass
+class EncodedPair:
+    """One direction of a subject-image pair as the frozen encoders give it, encoded now or read from a cache."""
+
+    reference: DiagonalGaussianDistribution
+    """The VAE's posterior of the reference image as a one-frame clip, `[1, C, 1, h, w]`."""
+    target: DiagonalGaussianDistribution
+    prompt_embeds: torch.Tensor
+    """[L, D]: the `<cls>` prompt."""
+    prompt: str
+
+
+@dataclass
+class EncodedClip:
+    """An unpaired clip as the frozen encoders give it, encoded now or read from a cache."""
+
+    video: DiagonalGaussianDistribution
+    """The VAE's posterior of the whole clip, `[1, C, T', h, w]`."""
+    frames: Sequence[DiagonalGaussianDistribution] | None
+    """Each frame as a one-frame clip, the candidate references; None when no step can keep a reference
+    (q = 1: a text-to-video base), which then needs none."""
+    prompt_embeds: torch.Tensor
+    prompt: str
+
+
+class EncodingPairs:
+    """Pairs encoded as they are drawn (no cache); an unreadable pair raises as the dataset's item would."""
+
+    def __init__(self, pipe: S2VPipeline, pairs: Samples[PairSample]):
+        self.pipe, self.pairs = pipe, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> EncodedPair:
+        sample = self.pairs[index]
+        prompt = with_reference_token(sample.caption)
+        reference, target = (self.pipe.reference_distribution(image) for image in (sample.reference, sample.target))
+        return EncodedPair(reference, target, encode_text(self.pipe, [prompt])[0], prompt)
+
+
+class EncodingVideos:
+    """Clips encoded as they are drawn (no cache); a reference frame is encoded only once a step picks it."""
+
+    def __init__(self, pipe: S2VPipeline, videos: Samples[VideoSample], with_frames: bool):
+        self.pipe, self.videos, self.with_frames = pipe, videos, with_frames
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> EncodedClip:
+        sample = self.videos[index]
+        prompt = strip_reference_token(sample.caption)
+        frames = _FramesOnDemand(self.pipe, sample.frames) if self.with_frames else None
+        return EncodedClip(
+            video_distribution(self.pipe, sample.frames), frames, encode_text(self.pipe, [prompt])[0], prompt
+        )
+
+
+class _FramesOnDemand:
+    def __init__(self, pipe: S2VPipeline, frames: np.ndarray):
+        self.pipe, self.frames = pipe, frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> DiagonalGaussianDistribution:
+        return self.pipe.reference_distribution(Image.fromarray(self.frames[index]))
+
+
+def encoding_sources(pipe: S2VPipeline, config: TrainConfig) -> tuple[EncodingPairs | None, EncodingVideos | None]:
+    """The run's datasets as sources of encodings, for a run without a prepared cache."""
+    pairs, videos = open_datasets(config)
+    return (
+        None if pairs is None else EncodingPairs(pipe, pairs),
+        None if videos is None else EncodingVideos(pipe, videos, needs_reference_frames(config.tasks)),
+    )
+
+
+def needs_reference_frames(config: TaskConfig) -> bool:
+    """Whether any step can keep a motion clip's reference, so its frames must be encodable."""
+    return drop_probability(config) < 1
+
+
+def identity_batch(items: list[EncodedPair], generator: torch.Generator, scaling: float, device) -> Batch:
+    """The identity micro-batch: every reference drawn from the generator, then every target."""
+    references = sample_latents([item.reference for item in items], generator, scaling)
+    targets = sample_latents([item.target for item in items], generator, scaling)
+    keep = torch.ones(len(items), dtype=torch.bool)
+    embeds, prompts = _texts(items, device)
+    return Batch(IDENTITY, targets.to(device), references.to(device), keep, embeds, prompts, [None] * len(items))
 
 
 def motion_batch(
-    pipe: S2VPipeline,
-    samples: list[VideoSample],
+    items: list[EncodedClip],
     config: TaskConfig,
     rng: np.random.Generator,
     generator: torch.Generator,
+    scaling: float,
+    device,
 ) -> Batch:
-    indices = [reference_frame(len(sample.frames), config.reference_frame, rng) for sample in samples]
-    keep = keep_mask(len(samples), config, rng)
-    latents = torch.cat([encode_video(pipe, sample.frames, generator) for sample in samples])
-    references = torch.cat(
-        [pipe.encode_reference(Image.fromarray(s.frames[i]), generator) for s, i in zip(samples, indices, strict=True)]
-    )
-    prompts = [strip_reference_token(sample.caption) for sample in samples]
-    return Batch(MOTION, latents, references, keep, encode_text(pipe, prompts), prompts, indices)
+    """The motion micro-batch: reference frames and kept streams from `rng`, then every clip's latents and
+    every reference from the generator. Clips without frames (q = 1) get zero references, all dropped."""
+    referenced = all(item.frames is not None for item in items)
+    indices = [reference_frame(len(item.frames), config.reference_frame, rng) if referenced else None for item in items]
+    keep = keep_mask(len(items), config, rng)
+    latents = sample_latents([item.video for item in items], generator, scaling)
+    if referenced:
+        frames = [item.frames[index] for item, index in zip(items, indices, strict=True)]
+        references = sample_latents(frames, generator, scaling)
+    else:
+        references = torch.zeros_like(latents[:, :1])
+    embeds, prompts = _texts(items, device)
+    return Batch(MOTION, latents.to(device), references.to(device), keep, embeds, prompts, indices)
+
+
+def sample_latents(
+    posteriors: list[DiagonalGaussianDistribution], generator: torch.Generator, scaling: float
+) -> torch.Tensor:
+    """One fp32 draw from each posterior in turn, as `[B, T, C, h, w]` latents scaled by the VAE's factor."""
+    draws = [DiagonalGaussianDistribution(p.parameters.float()).sample(generator=generator) for p in posteriors]
+    return torch.cat(draws).permute(0, 2, 1, 3, 4) * scaling
+
+
+def _texts(items: list[EncodedPair] | list[EncodedClip], device) -> tuple[torch.Tensor, list[str]]:
+    return torch.stack([item.prompt_embeds for item in items]).to(device), [item.prompt for item in items]
 
 
 def drop_captions(batch: Batch, empty_prompt: torch.Tensor, probability: float, rng: np.random.Generator) -> Batch:
@@ -121,16 +230,17 @@ def drop_captions(batch: Batch, empty_prompt: torch.Tensor, probability: float, 
     return replace(batch, prompt_embeds=embeds, prompts=prompts)
 
 
-def encode_video(pipe: S2VPipeline, frames: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> [1, T', C, h, w] latents, sampled from the run's generator, scaled once."""
-    latent = video_distribution(pipe, frames).sample(generator=generator)
-    return latent.permute(0, 2, 1, 3, 4) * pipe.vae.config.scaling_factor
-
-
-def video_distribution(pipe: S2VPipeline, frames: np.ndarray):
+def video_distribution(pipe: S2VPipeline, frames: np.ndarray) -> DiagonalGaussianDistribution:
     """The VAE's posterior for a uint8 [T, H, W, 3] clip (mean and log-variance `[1, C, T', h, w]`)."""
-    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0
-    return pipe.vae.encode(pixels.to(pipe._execution_device, pipe.vae.dtype)).latent_dist
+    return pipe.vae.encode(clip_pixels(pipe, frames)).latent_dist
+
+
+def clip_pixels(pipe: S2VPipeline, frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] frames as the VAE takes them, `[1, 3, T, H, W]` in [-1, 1] on the execution device:
+    diffusers' video processor, as the pipeline prepares a subject."""
+    images = [Image.fromarray(frame) for frame in frames]
+    pixels = pipe.video_processor.preprocess_video(images, frames.shape[1], frames.shape[2])
+    return pixels.to(pipe._execution_device, pipe.vae.dtype)
 
 
 def encode_text(pipe: S2VPipeline, prompts: list[str]) -> torch.Tensor:

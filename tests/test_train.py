@@ -29,13 +29,17 @@ from s2v_train.loop import TRAIN_LOG, make_trainable, train
 from s2v_train.tasks import (
     IDENTITY,
     MOTION,
+    EncodingPairs,
+    EncodingVideos,
     TaskSchedule,
     batch_loss,
     identity_batch,
     keep_mask,
     motion_batch,
+    needs_reference_frames,
     reference_frame,
     unreferenced_frame_offset,
+    video_distribution,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +97,17 @@ def synthetic(tmp_path_factory):
     )
 
 
+def fresh_identity_batch(pipe, pairs, indices, generator):
+    """The identity batch from pairs encoded now, as a run without a cache builds it."""
+    items = [EncodingPairs(pipe, pairs)[index] for index in indices]
+    return identity_batch(items, generator, pipe.vae.config.scaling_factor, "cpu")
+
+
+def fresh_motion_batch(pipe, videos, indices, config, rng, generator):
+    items = [EncodingVideos(pipe, videos, needs_reference_frames(config))[index] for index in indices]
+    return motion_batch(items, config, rng, generator, pipe.vae.config.scaling_factor, "cpu")
+
+
 class Captured:
     """The transformer's inputs at each forward, recorded by a hook."""
 
@@ -116,7 +131,7 @@ def test_identity_task_feeds_reference_frame_0_and_a_one_frame_target_at_frame_1
     pairs, _ = synthetic
     samples = [pairs[0], pairs[1]]
     generator = torch.Generator().manual_seed(0)
-    batch = identity_batch(pipe, samples, generator)
+    batch = fresh_identity_batch(pipe, pairs, [0, 1], generator)
 
     replay = torch.Generator().manual_seed(0)
     expected_reference = pipe.encode_reference(samples[0].reference, replay)
@@ -142,16 +157,14 @@ def test_motion_task_uses_a_frame_of_the_clip_and_drops_the_whole_reference_stre
     samples = [videos[0], videos[1]]
     config = TaskConfig(drop_probability=0.5)
     rng = np.random.default_rng(3)
-    batch = motion_batch(pipe, samples, config, rng, torch.Generator().manual_seed(0))
+    batch = fresh_motion_batch(pipe, videos, [0, 1], config, rng, torch.Generator().manual_seed(0))
     assert not any(REFERENCE_TOKEN in prompt for prompt in batch.prompts)
 
     from PIL import Image
 
     replay = torch.Generator().manual_seed(0)
     for sample in samples:
-        from s2v_train.tasks import encode_video
-
-        encode_video(pipe, sample.frames, replay)
+        video_distribution(pipe, sample.frames).sample(generator=replay)
     first_reference = pipe.encode_reference(Image.fromarray(samples[0].frames[batch.frame_indices[0]]), replay)
     assert torch.equal(batch.reference[0], first_reference[0])
 
@@ -173,7 +186,7 @@ def test_a_text_to_video_base_trains_its_videos_where_the_stock_pipeline_samples
     """RoPE frames 0..T-1, as CogVideoX was pretrained; the method's dropped references keep 1..T."""
     _, videos = synthetic
     config = TaskConfig(mode="text-to-video")
-    batch = motion_batch(pipe, [videos[0]], config, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    batch = fresh_motion_batch(pipe, videos, [0], config, np.random.default_rng(0), torch.Generator().manual_seed(0))
     assert not batch.keep.any()
     offsets = {mode: unreferenced_frame_offset(TaskConfig(mode=mode)) for mode in ("text-to-video", "switched")}
     assert offsets == {"text-to-video": 0, "switched": 1}
@@ -235,14 +248,14 @@ def test_one_sample_overfits(tmp_path):
     )
     final = train(config)
 
-    sample = PairDataset.from_jsonl(pairs, 32, 48)[0]
+    dataset = PairDataset.from_jsonl(pairs, 32, 48)
 
     def fixed_loss(pipe) -> float:
         with torch.no_grad():
             losses = []
             for seed in range(8):
                 generator = torch.Generator().manual_seed(seed)
-                batch = identity_batch(pipe, [sample], generator)
+                batch = fresh_identity_batch(pipe, dataset, [0], generator)
                 losses.append(batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, generator))
         return float(torch.stack(losses).mean())
 
@@ -436,7 +449,7 @@ def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, 
         weights[0] == 0 and 0 < weights[1] < 1 and float(weights[2]) == pytest.approx(float(5 / (snr[2] + 1)), rel=1e-5)
     )
     assert torch.equal(_loss_weights(scheduler, steps, None), torch.ones(3))
-    batch = identity_batch(pipe, [synthetic[0][0], synthetic[0][1]], torch.Generator().manual_seed(0))
+    batch = fresh_identity_batch(pipe, synthetic[0], [0, 1], torch.Generator().manual_seed(0))
     losses = [
         batch_loss(
             pipe.transformer, pipe.transformer.config, pipe.scheduler, batch, torch.Generator().manual_seed(3), g
@@ -446,23 +459,49 @@ def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, 
     assert losses[0] != losses[1]
 
 
-def test_prepared_cache_trains_and_matches_the_uncached_batch_shapes(tmp_path, pipe, synthetic):
-    from s2v_train.cache import cached_identity_batch, cached_motion_batch, open_cache, prepare
+def assert_same_batch(cached, fresh):
+    assert (cached.task, cached.prompts, cached.frame_indices) == (fresh.task, fresh.prompts, fresh.frame_indices)
+    assert torch.equal(cached.keep, fresh.keep)
+    for name in ("latents", "reference", "prompt_embeds"):  # one encoder run batched, one not: rounding only
+        torch.testing.assert_close(getattr(cached, name), getattr(fresh, name), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["switched", "text-to-video"])
+def test_a_prepared_cache_gives_the_batch_fresh_encodings_give_for_the_same_state(tmp_path, mode):
+    from s2v_train.cache import open_cache, prepare
+    from s2v_train.tasks import encoding_sources
+
+    config = tiny_config(
+        tmp_path, f"data.cache={tmp_path / 'cache'}", f"tasks.mode={mode}", "tasks.drop_probability=0.5"
+    )
+    prepare(config)
+    pipe = load_base_pipeline("tiny")
+    scaling = pipe.vae.config.scaling_factor
+    sources = {"cached": open_cache(config), "fresh": encoding_sources(pipe, config)}
+    batches = {}
+    for name, (pairs, videos) in sources.items():
+        rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+        identity = None if pairs is None else identity_batch([pairs[1], pairs[6]], generator, scaling, "cpu")
+        motion = motion_batch([videos[i] for i in (0, 3, 5)], config.tasks, rng, generator, scaling, "cpu")
+        batches[name] = identity, motion
+    (cached_identity, cached_motion), (fresh_identity, fresh_motion) = batches["cached"], batches["fresh"]
+    assert_same_batch(cached_motion, fresh_motion)
+    assert (cached_identity is None) == (mode == "text-to-video")
+    if cached_identity is not None:
+        assert_same_batch(cached_identity, fresh_identity)
+        assert cached_identity.prompts[0].startswith(REFERENCE_TOKEN)
+        assert cached_motion.keep.any() and None not in cached_motion.frame_indices
+    else:
+        assert not cached_motion.keep.any() and cached_motion.frame_indices == [None] * 3
+
+
+def test_training_from_a_prepared_cache_gives_finite_losses(tmp_path):
+    from s2v_train.cache import open_cache, prepare
 
     config = tiny_config(tmp_path, f"data.cache={tmp_path / 'cache'}", "tasks.motion_probability=0.5")
     prepare(config)
     pairs, videos = open_cache(config)
     assert len(pairs) == 2 * 32 and len(videos) == 16  # the synthetic set's defaults, both pair directions
-
-    generator, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
-    cached = cached_identity_batch([pairs[0], pairs[1]], 0.7, generator, "cpu")
-    fresh = identity_batch(pipe, [synthetic[0][0], synthetic[0][1]], generator)
-    assert cached.latents.shape == fresh.latents.shape and cached.reference.shape == fresh.reference.shape
-    assert cached.prompt_embeds.shape == fresh.prompt_embeds.shape and cached.prompts[0].startswith(REFERENCE_TOKEN)
-    clip = cached_motion_batch([videos[0]], TaskConfig(), rng, generator, 0.7, "cpu")
-    assert clip.latents.shape[1:] == (3, 4, 4, 6) and clip.reference.shape[1:] == (1, 4, 4, 6)
-    assert 0 <= clip.frame_indices[0] < 9 and REFERENCE_TOKEN not in clip.prompts[0]
-
     train(config)
     assert all(math.isfinite(entry["loss"]) for entry in read_log(config))
 
@@ -526,7 +565,7 @@ def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_fra
 def test_dropped_captions_become_the_empty_prompt_and_the_rest_stay(pipe, synthetic):
     from s2v_train.tasks import drop_captions, encode_text
 
-    batch = identity_batch(pipe, [synthetic[0][i] for i in range(8)], torch.Generator().manual_seed(0))
+    batch = fresh_identity_batch(pipe, synthetic[0], range(8), torch.Generator().manual_seed(0))
     empty = encode_text(pipe, [""])[0]
     dropped = drop_captions(batch, empty, 0.5, np.random.default_rng(0))
     gone = [prompt == "" for prompt in dropped.prompts]
