@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import inspect
 import logging
 import os
 import shutil
@@ -39,7 +40,7 @@ from s2v import (
     prepare_subject,
     save_video,
 )
-from s2v.loading import OFFLOAD_MODES, QUANTIZE_MODES, default_preset_name, resolve_device
+from s2v.loading import OFFLOAD_MODES, QUANTIZE_MODES, default_preset_name, model_missing_its_lora, resolve_device
 from s2v.numbers import real_number, whole_number
 from s2v.pipeline import MAX_SEED
 from s2v.presets import AUTHORS_CHECKPOINT_HINT
@@ -88,6 +89,8 @@ HEARTBEAT_SECONDS = 2
 STEPS_RANGE, GUIDANCE_RANGE, FPS_RANGE = (1, 200), (0.0, 15.0), (1, 30)
 LABELS = dict(steps="Denoising steps", guidance="Guidance", frames="Frames", fps="Frames per second", seed="Seed")
 """Each number's label on the page; its error messages name it the same way."""
+FILLED_BY_GRADIO = ("request", "progress")
+"""Handler parameters Gradio supplies itself; every other parameter is a page component of the same name."""
 
 log = logging.getLogger("s2v.app")
 
@@ -165,8 +168,8 @@ def load_model(args: argparse.Namespace) -> Model:
     label = f"{args.model or preset.model or preset.name}" + (f" + LoRA {args.lora}" if args.lora else "")
     if (preset.wiring_check or preset.lora) and not args.model and not args.lora:
         label = f"{preset.name}: {preset.description}"
-    if preset.needs_lora and not args.lora:
-        reason = f"Without the method's LoRA, {preset.model} ignores your subject, so generation is off. "
+    if (base := model_missing_its_lora(settings)) is not None:
+        reason = f"Without the method's LoRA, {base} ignores your subject, so generation is off. "
         return Model(None, preset, settings, label, unavailable=reason + AUTHORS_CHECKPOINT_HINT)
     pipe = load_pipeline(settings)
     pipe.set_progress_bar_config(disable=True)
@@ -181,6 +184,7 @@ def gpu_seconds(steps: float, frames: float) -> int:
 
 def check_job(
     model: Model,
+    *,
     subject,
     prompt,
     negative_prompt,
@@ -294,6 +298,18 @@ def render_on_zero_gpu(job: Job, output_dir: Path) -> tuple[Path | None, int]:
     return render(_zero_gpu_model, job, output_dir, threading.Event(), lambda *args, **kwargs: None)
 
 
+def zero_gpu_duration(job: Job, output_dir: Path) -> int:
+    """ZeroGPU calls this with the task's own arguments: the checked job, whose fields it reads by name."""
+    return gpu_seconds(job.steps, job.frames)
+
+
+def zero_gpu_task(model: Model):
+    """`render_on_zero_gpu` as ZeroGPU runs it, with `model` set for the worker processes it forks."""
+    global _zero_gpu_model
+    _zero_gpu_model = model
+    return spaces.GPU(duration=zero_gpu_duration)(render_on_zero_gpu)
+
+
 class Handlers:
     """The page's generation and session handlers, bound to one model.
 
@@ -322,42 +338,41 @@ class Handlers:
         request: gr.Request = None,
         progress=gr.Progress(),
     ):
-        """The page's (and the API's) generation: checks, then the model in a worker thread that stops with the
-        request: Cancel and a client's `job.cancel()` cancel this coroutine, a closed session calls `end_session`.
-        It returns only once the model is free, so the queue never starts a run beside a stopping one."""
-        model, started = self.model, time.perf_counter()
+        """The page's and the API's generation. This signature is the /generate endpoint: Gradio names the API's
+        parameters after it and the page hands it the components of the same names, in its order."""
+        fields = dict(
+            subject=subject,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            remove_background=remove_background,
+            steps=steps,
+            guidance=guidance,
+            dynamic_cfg=dynamic_cfg,
+            frames=frames,
+            fps=fps,
+            resolution=resolution,
+            seed=seed,
+            random_seed=random_seed,
+        )
+        return await self._generate(fields, request.session_hash if request else None, progress)
+
+    async def _generate(self, fields: dict, session: str | None, progress):
+        """Checks, then the model in a worker thread that stops with the request: Cancel and a client's
+        `job.cancel()` cancel this coroutine, a closed session calls `end_session`. It returns only once the
+        model is free, so the queue never starts a run beside a stopping one."""
+        started = time.perf_counter()
         try:
-            job = check_job(
-                model,
-                subject,
-                prompt,
-                negative_prompt,
-                remove_background,
-                steps,
-                guidance,
-                dynamic_cfg,
-                frames,
-                fps,
-                resolution,
-                seed,
-                random_seed,
-            )
-            with self.runs.run(request.session_hash if request else None) as stop:
-                path, used_seed = await self._run(job, stop, progress)
-        except S2VError as error:
-            raise gr.Error(str(error)) from None
-        except gr.Error:
-            raise
-        except Exception:
-            log.exception("generation failed")
-            raise gr.Error("Something went wrong on the server (details are in its log). Please try again.") from None
+            with errors_in_words():
+                job = check_job(self.model, **fields)
+                with self.runs.run(session) as stop:
+                    path, used_seed = await self._run(job, stop, progress)
         finally:
             prune(self.output_dir)
         if path is None:
             gr.Warning("Cancelled: the run stopped before its last denoising step.")
-            return None, "Cancelled.", status_line(model), seed
+            return None, "Cancelled.", status_line(self.model), fields["seed"]
         seconds = time.perf_counter() - started
-        return str(path), run_settings(job, used_seed, seconds), status_line(model, seconds), used_seed
+        return str(path), run_settings(job, used_seed, seconds), status_line(self.model, seconds), used_seed
 
     async def _run(self, job: Job, stop: threading.Event, progress) -> tuple[Path | None, int]:
         if self.zero_gpu_task is not None:
@@ -392,6 +407,21 @@ class Handlers:
     def end_session(self, request: gr.Request) -> None:
         """A closed tab or a disconnected client: its runs stop, so no GPU works minutes for nobody."""
         self.runs.stop(request.session_hash)
+
+
+@contextmanager
+def errors_in_words() -> Iterator[None]:
+    """A failed request reaches its client as a sentence: s2v's refusals as they are, anything else as a plain
+    apology, its details (server paths, library internals) left in the log."""
+    try:
+        yield
+    except S2VError as error:
+        raise gr.Error(str(error)) from None
+    except gr.Error:
+        raise
+    except Exception:
+        log.exception("generation failed")
+        raise gr.Error("Something went wrong on the server (details are in its log). Please try again.") from None
 
 
 async def finish_stopped(work: asyncio.Future, stop: threading.Event) -> None:
@@ -494,24 +524,15 @@ def checked_by_s2v(slider: gr.Slider) -> gr.Slider:
     return slider
 
 
+Parts = dict[str, gr.components.Component]
+"""A part of the page's components by name; a handler's parameters name the components it reads."""
+
+
 def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
     """The page: inputs on the left, the video on the right, a status line underneath."""
-    if output_dir is None:
-        cache = Path(gr.Video().GRADIO_CACHE)
-        cache.mkdir(parents=True, exist_ok=True)  # a fresh container has none until the first upload
-        output_dir = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=cache))
-        atexit.register(shutil.rmtree, output_dir, True)
-    output_dir = Path(output_dir)
-    handlers = Handlers(model, output_dir)
+    handlers = Handlers(model, video_folder() if output_dir is None else Path(output_dir))
     if spaces is not None:
-        global _zero_gpu_model
-        _zero_gpu_model = model
-        duration = lambda job, *rest: gpu_seconds(job.steps, job.frames)  # noqa: E731 - ZeroGPU's own argument
-        handlers.zero_gpu_task = spaces.GPU(duration=duration)(render_on_zero_gpu)
-    preset = model.preset
-    resolutions = size_choices(preset)
-    frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
-
+        handlers.zero_gpu_task = zero_gpu_task(model)
     with gr.Blocks(title="s2v — subject-driven video", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
             "# s2v — your subject, in motion\n"
@@ -522,106 +543,134 @@ def build_demo(model: Model, output_dir: Path | None = None) -> gr.Blocks:
             gr.Markdown(note)
         with gr.Row():
             with gr.Column():
-                with gr.Row():
-                    subject = refusing_bombs_in_words(
-                        gr.Image(
-                            label="Subject photo",
-                            type="filepath",
-                            image_mode=None,  # s2v decodes it once, alpha included, after checking its size
-                            sources=["upload", "clipboard"],
-                            elem_id="subject",
-                        )
-                    )
-                    seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
-                remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    placeholder="it moves left on grass" if preset.name == "nano" else "a cat surfing a wave at sunset",
-                    lines=2,
-                    elem_id="prompt",
-                )
-                with gr.Row():
-                    run = gr.Button(
-                        "Generate", variant="primary", interactive=model.pipe is not None, elem_id="generate"
-                    )
-                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
-                with gr.Accordion("Generation settings", open=False):
-                    negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="blurry, low quality")
-                    with gr.Row():
-                        steps = checked_by_s2v(
-                            gr.Slider(
-                                *STEPS_RANGE,
-                                value=preset.num_inference_steps,
-                                step=1,
-                                label=LABELS["steps"],
-                                elem_id="steps",
-                            )
-                        )
-                        guidance = checked_by_s2v(
-                            gr.Slider(*GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"])
-                        )
-                    dynamic_cfg = gr.Checkbox(label="Dynamic guidance (cosine schedule)", value=False)
-                    with gr.Row():
-                        frames = gr.Dropdown(
-                            frame_choices,
-                            value=min(preset.num_frames, frame_choices[-1]),
-                            label=LABELS["frames"],
-                            allow_custom_value=True,  # checked by check_job, which names the field
-                        )
-                        fps = checked_by_s2v(gr.Slider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"]))
-                        resolution = gr.Dropdown(resolutions, value=resolutions[0], label="Size (height x width)")
-                    with gr.Row():
-                        seed = gr.Number(value=42, precision=None, label=LABELS["seed"])
-                        random_seed = gr.Checkbox(value=True, label="Random seed")
+                parts = input_column(model)
             with gr.Column():
-                video = gr.Video(
-                    label="Video", autoplay=True, loop=True, buttons=["download"], interactive=False, elem_id="video"
-                )
-                settings_shown = gr.Markdown(elem_id="run-settings")
-                gr.Markdown(NANO_TIPS if preset.name == "nano" else PROMPT_TIPS)
-        examples = NANO_EXAMPLE_PROMPTS if preset.name == "nano" else EXAMPLE_PROMPTS
-        gr.Examples(
-            examples=[[str(EXAMPLES / name), text] for name, text in examples.items()],
-            inputs=[subject, prompt],
-            label="Examples",
-        )
-        status_shown = gr.Markdown(status_line(model), elem_id="status")
-
-        for trigger in (subject.change, resolution.change, remove_background.change):
-            trigger(
-                handlers.preview,
-                [subject, resolution, remove_background],
-                seen,
-                api_visibility="private",
-                concurrency_limit=PREVIEW_CONCURRENCY,
-                concurrency_id="preview",
-            )
-        inputs = [
-            subject,
-            prompt,
-            negative_prompt,
-            remove_background,
-            steps,
-            guidance,
-            dynamic_cfg,
-            frames,
-            fps,
-            resolution,
-            seed,
-            random_seed,
-        ]
-        generation = run.click(
-            handlers.generate,
-            inputs,
-            [video, settings_shown, status_shown, seed],
-            api_name="generate",
-            concurrency_limit=1,
-            concurrency_id="model",
-        )
-        stop.click(cancelled, None, settings_shown, cancels=[generation], queue=False, api_visibility="private")
+                parts |= output_column(model)
+        parts |= examples_and_status(model, parts)
+        wire_events(parts, handlers)
         demo.unload(handlers.end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)  # no route around the queue
     return demo
+
+
+def video_folder() -> Path:
+    """A folder of our own inside Gradio's cache, so videos are served from where they are written (no copy),
+    removed when the process exits."""
+    cache = Path(gr.Video().GRADIO_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)  # a fresh container has none until the first upload
+    folder = Path(tempfile.mkdtemp(prefix="s2v-app-", dir=cache))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def input_column(model: Model) -> Parts:
+    """The subject beside what the model will see of it, the prompt and the buttons; the settings folded away."""
+    with gr.Row():
+        subject = refusing_bombs_in_words(
+            gr.Image(
+                label="Subject photo",
+                type="filepath",
+                image_mode=None,  # s2v decodes it once, alpha included, after checking its size
+                sources=["upload", "clipboard"],
+                elem_id="subject",
+            )
+        )
+        seen = gr.Image(label="What the model sees", interactive=False, format="png", elem_id="seen")
+    remove_background = gr.Checkbox(label="Remove background (rembg)", value=False)
+    prompt = gr.Textbox(
+        label="Prompt",
+        placeholder="it moves left on grass" if model.preset.name == "nano" else "a cat surfing a wave at sunset",
+        lines=2,
+        elem_id="prompt",
+    )
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", interactive=model.pipe is not None, elem_id="generate")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+    parts = dict(subject=subject, seen=seen, remove_background=remove_background, prompt=prompt, run=run, cancel=cancel)
+    return parts | settings_accordion(model)
+
+
+def settings_accordion(model: Model) -> Parts:
+    """Everything past the subject and the prompt, folded away, each at the preset's default."""
+    preset = model.preset
+    frame_choices = model.pipe.frame_choices if model.pipe else [preset.num_frames]
+    resolutions = size_choices(preset)
+    parts: Parts = {}
+    with gr.Accordion("Generation settings", open=False):
+        parts["negative_prompt"] = gr.Textbox(value="", label="Negative prompt", placeholder="blurry, low quality")
+        with gr.Row():
+            parts["steps"] = checked_by_s2v(
+                gr.Slider(
+                    *STEPS_RANGE, value=preset.num_inference_steps, step=1, label=LABELS["steps"], elem_id="steps"
+                )
+            )
+            parts["guidance"] = checked_by_s2v(
+                gr.Slider(*GUIDANCE_RANGE, value=preset.guidance_scale, step=0.5, label=LABELS["guidance"])
+            )
+        parts["dynamic_cfg"] = gr.Checkbox(label="Dynamic guidance (cosine schedule)", value=False)
+        with gr.Row():
+            parts["frames"] = gr.Dropdown(
+                frame_choices,
+                value=min(preset.num_frames, frame_choices[-1]),
+                label=LABELS["frames"],
+                allow_custom_value=True,  # checked by check_job, which names the field
+            )
+            parts["fps"] = checked_by_s2v(gr.Slider(*FPS_RANGE, value=preset.fps, step=1, label=LABELS["fps"]))
+            parts["resolution"] = gr.Dropdown(resolutions, value=resolutions[0], label="Size (height x width)")
+        with gr.Row():
+            parts["seed"] = gr.Number(value=42, precision=None, label=LABELS["seed"])
+            parts["random_seed"] = gr.Checkbox(value=True, label="Random seed")
+    return parts
+
+
+def output_column(model: Model) -> Parts:
+    """The video, the settings it was made with, and what to write for this model."""
+    video = gr.Video(label="Video", autoplay=True, loop=True, buttons=["download"], interactive=False, elem_id="video")
+    run_settings = gr.Markdown(elem_id="run-settings")
+    gr.Markdown(NANO_TIPS if model.preset.name == "nano" else PROMPT_TIPS)
+    return dict(video=video, run_settings=run_settings)
+
+
+def examples_and_status(model: Model, parts: Parts) -> Parts:
+    """Example subjects with prompts that suit this model, and the status line under the page."""
+    examples = NANO_EXAMPLE_PROMPTS if model.preset.name == "nano" else EXAMPLE_PROMPTS
+    gr.Examples(
+        examples=[[str(EXAMPLES / name), text] for name, text in examples.items()],
+        inputs=[parts["subject"], parts["prompt"]],
+        label="Examples",
+    )
+    return dict(status=gr.Markdown(status_line(model), elem_id="status"))
+
+
+def wire_events(parts: Parts, handlers: Handlers) -> None:
+    """The preview follows its inputs, Generate runs (and is the /generate API), Cancel stops it."""
+    previewed = list(inputs_of(handlers.preview, parts).values())
+    for component in previewed:
+        component.change(
+            handlers.preview,
+            previewed,
+            parts["seen"],
+            api_visibility="private",
+            concurrency_limit=PREVIEW_CONCURRENCY,
+            concurrency_id="preview",
+        )
+    generation = parts["run"].click(
+        handlers.generate,
+        list(inputs_of(handlers.generate, parts).values()),
+        [parts["video"], parts["run_settings"], parts["status"], parts["seed"]],
+        api_name="generate",
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
+    parts["cancel"].click(
+        cancelled, None, parts["run_settings"], cancels=[generation], queue=False, api_visibility="private"
+    )
+
+
+def inputs_of(handler, parts: Parts) -> Parts:
+    """The components a handler reads: those named as its parameters (all but the ones Gradio fills itself), in
+    their order. Gradio passes values by position, so the order is taken from the one place it must match."""
+    return {name: parts[name] for name in inspect.signature(handler).parameters if name not in FILLED_BY_GRADIO}
 
 
 def page_notes(model: Model) -> list[str]:

@@ -90,14 +90,22 @@ def effective_lora(settings: LoadSettings) -> str | None:
     return settings.lora or (_preset(settings.preset).lora if settings.model is None else None)
 
 
+def model_missing_its_lora(settings: LoadSettings) -> str | None:
+    """The base model these settings would load without the method's LoRA, which it needs to follow the subject
+    at all; None when they can generate. `load_pipeline` refuses by this rule, and the app, which then starts with
+    generation off instead, asks it too: one rule, so the two cannot disagree."""
+    preset = _preset(settings.preset)
+    return preset.model if preset.needs_lora and not settings.lora else None
+
+
 def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     """Build the pipeline a `LoadSettings` describes, ready to call."""
     preset = _preset(settings.preset)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     check_memory_settings(settings, preset, device)
-    if preset.needs_lora and not settings.lora:
-        raise S2VError(f"Without the method's LoRA, {preset.model} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
+    if (base := model_missing_its_lora(settings)) is not None:
+        raise S2VError(f"Without the method's LoRA, {base} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
     pipe = load_base_pipeline(preset, settings.model, dtype, settings.quantize, settings.tiny_seed)
     lora = effective_lora(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -22,7 +23,8 @@ from PIL import Image, ImageFile
 from raw_client import RawSession, error_text
 
 import app
-from s2v import prepare_subject
+from s2v import LoadSettings, S2VError, load_pipeline, prepare_subject
+from s2v.loading import model_missing_its_lora
 
 EXAMPLE = Path(app.EXAMPLES) / "chelsea.png"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -137,12 +139,16 @@ def test_bad_inputs_come_back_as_clear_errors(served, override, message):
         Client(served[0], verbose=False).predict(*generate_args(**override), api_name="/generate")
 
 
+def named_fields(subject, **override) -> dict:
+    """The /generate inputs by name, in page order."""
+    fields = dict(subject=subject, prompt="a cat surfing", negative_prompt="", remove_background=False, steps=2)
+    fields.update(guidance=6, dynamic_cfg=False, frames=9, fps=8, resolution="64x96", seed=0, random_seed=False)
+    return fields | override
+
+
 def raw_fields(upload: dict, **override) -> list:
     """The /generate inputs in page order, as a raw client sends them (NaN and Infinity included)."""
-    fields = dict(subject=upload, prompt="a cat surfing", negative_prompt="", remove_background=False, steps=2)
-    fields.update(guidance=6, dynamic_cfg=False, frames=9, fps=8, resolution="64x96", seed=0, random_seed=False)
-    fields.update(override)
-    return list(fields.values())
+    return list(named_fields(upload, **override).values())
 
 
 @pytest.mark.parametrize(
@@ -193,6 +199,40 @@ def test_the_api_needs_only_the_subject_and_the_prompt(served):
     video, settings, _, _ = client.predict(handle_file(str(EXAMPLE)), "a cat", api_name="/generate")
     preset = app.PRESETS["tiny"]
     assert mp4_facts(video)[0] == preset.num_frames and f"**Steps** {preset.num_inference_steps}" in settings
+
+
+def test_the_api_keeps_the_parameter_names_and_order_the_readme_documents(served):
+    client = Client(served[0], verbose=False)
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == list(named_fields(None))
+
+
+PAGE_LABELS = dict(
+    subject="Subject photo",
+    prompt="Prompt",
+    negative_prompt="Negative prompt",
+    remove_background="Remove background (rembg)",
+    steps="Denoising steps",
+    guidance="Guidance",
+    dynamic_cfg="Dynamic guidance (cosine schedule)",
+    frames="Frames",
+    fps="Frames per second",
+    resolution="Size (height x width)",
+    seed="Seed",
+    random_seed="Random seed",
+)
+"""The component each handler parameter should read, by the label a visitor sees on it."""
+
+
+@pytest.mark.parametrize("event", ["generate", "preview"])
+def test_each_handler_parameter_is_fed_by_the_component_labelled_for_it(tmp_path, event):
+    model = app.Model(None, app.PRESETS["tiny"], app.LoadSettings(), "tiny")
+    demo = app.build_demo(model, output_dir=tmp_path)
+    wired = [fn for fn in demo.fns.values() if fn.name == event]
+    assert wired
+    for fn in wired:
+        parameters = [name for name in inspect.signature(fn.fn).parameters if name not in ("request", "progress")]
+        assert [component.label for component in fn.inputs] == [PAGE_LABELS[name] for name in parameters]
 
 
 def test_the_rest_route_around_the_queue_is_closed(served):
@@ -298,7 +338,7 @@ def test_on_zero_gpu_the_task_crosses_to_its_worker_by_pickle(tmp_path, monkeypa
     monkeypatch.setattr(app, "spaces", FakeSpaces)
     model = app.load_model(app.parse_args(["--preset", "tiny"]))
     handlers = handlers_of(app.build_demo(model, output_dir=tmp_path))
-    job = app.check_job(model, str(EXAMPLE), "a cat", "", False, 2, 6, False, 9, 8, "64x96", 0, False)
+    job = app.check_job(model, **named_fields(str(EXAMPLE), prompt="a cat"))
     path, seed = handlers.zero_gpu_task(job, tmp_path)
     assert tasks == [app.render_on_zero_gpu] and seed == 0 and mp4_facts(path)[0] == 9
 
@@ -455,6 +495,15 @@ def test_preview_is_exactly_what_the_pipeline_prepares(tmp_path):
 def test_without_the_method_lora_generation_is_off_and_says_where_to_get_it():
     model = app.load_model(app.parse_args(["--preset", "cogvideox-5b"]))
     assert model.pipe is None and "carpedkm/disentangled-subject-to-vid" in model.unavailable
+
+
+def test_s2v_names_the_model_that_needs_the_missing_lora_and_refuses_to_load_it():
+    assert model_missing_its_lora(LoadSettings(preset="cogvideox-5b")) == app.PRESETS["cogvideox-5b"].model
+    assert model_missing_its_lora(LoadSettings(preset="cogvideox-5b", lora="authors.safetensors")) is None
+    assert model_missing_its_lora(LoadSettings(preset="tiny")) is None
+    assert model_missing_its_lora(LoadSettings(preset="nano")) is None
+    with pytest.raises(S2VError, match="Without the method's LoRA, THUDM/CogVideoX-5b ignores the subject"):
+        load_pipeline(LoadSettings(preset="cogvideox-5b"))
 
 
 def test_on_spaces_generation_asks_zero_gpu_for_time_from_steps_and_frames(tmp_path, monkeypatch):
