@@ -26,7 +26,7 @@ from s2v_train.config import CONFIGS
 from .base import write_untrained_base
 from .evaluate import CONDITIONS, EvalSettings, evaluate
 from .vae import VAETrainConfig, reconstruction_ceiling, train_vae
-from .world import split_identities, write_world
+from .world import split_identities, world_paths, write_world
 
 BASE_CONFIG = CONFIGS / "nano_base.yaml"
 S2V_CONFIG = CONFIGS / "nano_s2v.yaml"
@@ -131,11 +131,11 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
 
 
 def _base_overrides(root: Path, plan: BuildPlan) -> list[str]:
-    world = root / "world"
+    world = world_paths(root / "world")
     return [
         f"model.model={root / 'base-untrained'}",
-        f"data.videos={world / 'base'}",
-        f"data.video_captions={world / 'base' / 'captions.jsonl'}",
+        f"data.videos={world.base}",
+        f"data.video_captions={world.base_captions}",
         f"data.cache={root / 'cache' / 'base'}",
         f"run.output_dir={root / 'base-train'}",
         f"run.seed={plan.seed}",
@@ -145,12 +145,12 @@ def _base_overrides(root: Path, plan: BuildPlan) -> list[str]:
 
 
 def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
-    world = root / "world"
+    world = world_paths(root / "world")
     return [
         f"model.model={root / 'base'}",
-        f"data.pairs={world / 'pairs' / 'pairs.jsonl'}",
-        f"data.videos={world / 'motion'}",
-        f"data.video_captions={world / 'motion' / 'captions.jsonl'}",
+        f"data.pairs={world.pairs}",
+        f"data.videos={world.motion}",
+        f"data.video_captions={world.motion_captions}",
         f"data.cache={root / 'cache' / 's2v'}",
         f"run.seed={plan.seed}",
         f"optim.max_steps={plan.s2v_steps}",

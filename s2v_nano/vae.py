@@ -28,7 +28,7 @@ from s2v.errors import S2VError
 from s2v.video import atomic_folder
 
 from .analyze import analyze_clip
-from .world import MOTIONS, SCENES, Identity, render_clip
+from .world import MOTIONS, SCENES, Identity, render_clip, world_paths
 
 FRAME_SIZE = 48
 
@@ -81,10 +81,11 @@ def new_vae(seed: int = 0, spatial_compression: int = 4) -> AutoencoderKLCogVide
 
 def world_frames(world: Path) -> tuple[np.ndarray, np.ndarray]:
     """Training clips ([N, T, H, W, 3] uint8, memory-mapped) and single frames (subjects on white and pair targets)."""
-    clips = np.load(world / "base" / "frames.npy", mmap_mode="r")
-    records = [json.loads(line) for line in (world / "pairs" / "pairs.jsonl").read_text().splitlines() if line]
+    paths = world_paths(world)
+    clips = np.load(paths.base_frames, mmap_mode="r")
+    records = [json.loads(line) for line in paths.pairs.read_text().splitlines() if line]
     images = [
-        np.asarray(Image.open(world / "pairs" / r[key]).convert("RGB"))
+        np.asarray(Image.open(paths.pairs.parent / r[key]).convert("RGB"))
         for r in records
         for key in ("subject", "target")
     ]
@@ -111,7 +112,7 @@ def train_vae(world: str | Path, output: str | Path, config: VAETrainConfig | No
     """Train on the world's base clips and pair images; save a diffusers folder with a measured scaling factor."""
     config = config or VAETrainConfig()
     world, output = Path(world), Path(output)
-    if not (world / "base" / "frames.npy").is_file():
+    if world_paths(world).base_frames is None:
         raise S2VError(f"{world} is not a nano world written with arrays (no base/frames.npy); run write_world first.")
     clips, images = world_frames(world)
     rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)

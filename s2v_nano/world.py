@@ -380,10 +380,13 @@ def write_world(
             "eval_items": eval_items,
         }
         _write_manifest(staging / "world.json", seed, height, width, num_frames, counts, held, arrays)
-    return _world_paths(folder, arrays)
+    return world_paths(folder)
 
 
-def _world_paths(folder: Path, arrays: bool) -> WorldPaths:
+def world_paths(folder: str | Path) -> WorldPaths:
+    """Where a written world keeps each set: the one place the build, the VAE and the trainer's data read it from."""
+    folder = Path(folder)
+    arrays = (folder / "base" / "frames.npy").is_file()
     return WorldPaths(
         root=folder,
         manifest=folder / "world.json",
