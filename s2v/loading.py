@@ -6,6 +6,7 @@ without a GPU) ends in one `S2VError` that says where s2v looked and what to do.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import CogVideoXDPMScheduler
 from diffusers.utils.peft_utils import get_peft_kwargs
+from packaging.version import Version
 from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
@@ -23,8 +25,13 @@ from .pipeline import S2VPipeline
 from .presets import AUTHORS_CHECKPOINT_HINT, NANO_FOLDER, PRESETS, Preset
 from .tiny import tiny_components
 
-OFFLOAD_MODES = ("none", "model", "sequential")
-QUANTIZE_MODES = ("none", "int8", "nf4")
+OFFLOAD_MODES = ("none", "model", "sequential", "group")
+QUANTIZE_MODES = ("none", "int8", "nf4", "fp8-layerwise", "int8-torchao")
+BITSANDBYTES_MODES = ("int8", "nf4")
+LOAD_TIME_MODES = (*BITSANDBYTES_MODES, "int8-torchao")
+"""Modes diffusers applies while reading the weights, so only to a model loaded from the Hub or a folder."""
+TORCHAO_MINIMUM = "0.15"
+"""The oldest torchao diffusers' `TorchAoConfig` accepts."""
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 ADAPTER_NAME = "s2v"
@@ -111,17 +118,44 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     lora = effective_lora(settings)
     if lora:
         pipe.lora_info = load_lora(pipe, lora, settings.lora_alpha, settings.lora_scale)
+    if settings.quantize == "fp8-layerwise":
+        # After the LoRA, so diffusers' default skips its layers too; before offloading, so weights travel as fp8.
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     if settings.vae_tiling:
         pipe.vae.enable_tiling()
     if settings.vae_slicing:
         pipe.vae.enable_slicing()
-    if settings.offload == "model":
+    _place_weights(pipe, settings.offload, device)
+    return pipe
+
+
+def _place_weights(pipe: S2VPipeline, offload: str, device: torch.device) -> None:
+    """Offloaded weights stay in RAM until used: moving the pipeline to the device first would save almost nothing."""
+    if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
-    elif settings.offload == "sequential":
+    elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
+    elif offload == "group":
+        _enable_group_offload(pipe, device)
     else:
         pipe.to(device)  # diffusers leaves bitsandbytes weights where they are and moves the rest
-    return pipe
+
+
+def _enable_group_offload(pipe: S2VPipeline, device: torch.device) -> None:
+    """Diffusers' group offload, per component as its memory guide lays it out for CogVideoX.
+
+    The transformer runs its blocks every step, so each block is fetched on a CUDA stream while the one
+    before it computes. T5 runs once per prompt and has no top-level block list: it comes on whole and
+    goes back. The VAE goes layer by layer without streams, since diffusers warns that streams misplace
+    weights when the VAE's first pass is tiled, and tiling is on by default here.
+    """
+    from diffusers.hooks import apply_group_offloading
+
+    pipe.transformer.enable_group_offload(
+        onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=True
+    )
+    apply_group_offloading(pipe.text_encoder, onload_device=device, offload_type="block_level", num_blocks_per_group=1)
+    pipe.vae.enable_group_offload(onload_device=device, offload_type="leaf_level")
 
 
 def load_base_pipeline(
@@ -177,30 +211,72 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def check_memory_settings(settings: LoadSettings, preset: Preset, device: torch.device) -> None:
-    """Refuse memory modes that cannot work here before any weight is read."""
+    """Refuse memory modes that cannot work here, or not together, before any weight is read."""
     if settings.offload not in OFFLOAD_MODES:
         raise S2VError(f"Unknown --offload '{settings.offload}': use {', '.join(OFFLOAD_MODES)}.")
     if settings.quantize not in QUANTIZE_MODES:
         raise S2VError(f"Unknown --quantize '{settings.quantize}': use {', '.join(QUANTIZE_MODES)}.")
-    if settings.offload != "none" and device.type != "cuda":
+    _check_modes_fit(settings, preset, device)
+    _check_modes_combine(settings.quantize, settings.offload)
+
+
+def _check_modes_fit(settings: LoadSettings, preset: Preset, device: torch.device) -> None:
+    """Each mode on its own: the hardware, the packages and the model it needs."""
+    offload, quantize = settings.offload, settings.quantize
+    if offload != "none" and device.type != "cuda":
         raise S2VError(
-            f"--offload {settings.offload} moves weights between the CPU and a GPU, and there is no GPU "
+            f"--offload {offload} moves weights between the CPU and a GPU, and there is no GPU "
             "here; on a CPU all weights already live in RAM: use --offload none."
         )
-    if settings.quantize != "none" and device.type != "cuda":
+    if quantize in BITSANDBYTES_MODES and device.type != "cuda":
         raise S2VError(
-            f"--quantize {settings.quantize} uses bitsandbytes, which needs a CUDA GPU to quantize the "
-            "transformer; on this machine use --quantize none (and --dtype fp32 or bf16)."
+            f"--quantize {quantize} uses bitsandbytes, which needs a CUDA GPU to quantize the "
+            "transformer; on this machine use --quantize none, fp8-layerwise or int8-torchao."
         )
-    if settings.quantize != "none" and preset.model is None and settings.model is None:
-        raise S2VError(f"--quantize applies to models loaded from the Hub or a folder, not the {preset.name} preset.")
-    if settings.quantize != "none" and settings.offload == "sequential":
-        raise S2VError("--offload sequential cannot move bitsandbytes-quantized weights; use --offload model.")
+    if quantize == "int8-torchao" and (problem := torchao_problem()):
+        raise S2VError(
+            f"--quantize int8-torchao needs torchao {TORCHAO_MINIMUM} or newer, and {problem}: "
+            'pip install "s2v[torchao]" (or pip install torchao).'
+        )
+    if quantize in LOAD_TIME_MODES and preset.model is None and settings.model is None:
+        raise S2VError(
+            f"--quantize {quantize} quantizes while loading from the Hub or a folder, so not the {preset.name} "
+            "preset, which is built in-process; --quantize fp8-layerwise works on it."
+        )
+
+
+def _check_modes_combine(quantize: str, offload: str) -> None:
+    """Pairs diffusers cannot run; fp8-layerwise and int8-torchao go with every offload mode."""
+    if quantize in BITSANDBYTES_MODES and offload == "sequential":
+        raise S2VError(
+            f"--quantize {quantize} with --offload sequential: accelerate's layer-by-layer offload cannot move "
+            "bitsandbytes-quantized weights; use --offload model."
+        )
+    if quantize == "int8" and offload == "group":
+        raise S2VError(
+            "--quantize int8 with --offload group: bitsandbytes' 8-bit layers keep their own reference to the "
+            "weights and put it back after every call, so group offloading can neither move nor free them "
+            "(diffusers' tests mark the pair as failing); use --quantize nf4 or --offload model."
+        )
+
+
+def torchao_problem() -> str | None:
+    """Why torchao cannot serve `--quantize int8-torchao` here, or None when it can."""
+    try:
+        installed = importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
+        return "it is not installed"
+    if Version(installed) < Version(TORCHAO_MINIMUM):
+        return f"torchao {installed} is installed"
+    return None
 
 
 def quantization_config(mode: str, compute_dtype: torch.dtype):
-    """bitsandbytes for the transformer (diffusers) and T5 (transformers), or None."""
-    if mode == "none":
+    """What diffusers quantizes while loading: bitsandbytes on the transformer (diffusers) and T5 (transformers),
+    or torchao's int8 weight-only on the transformer; None for the modes applied after loading."""
+    if mode == "int8-torchao":
+        return torchao_config()
+    if mode not in BITSANDBYTES_MODES:
         return None
     from diffusers import BitsAndBytesConfig as DiffusersBnb
     from diffusers import PipelineQuantizationConfig
@@ -213,6 +289,15 @@ def quantization_config(mode: str, compute_dtype: torch.dtype):
     return PipelineQuantizationConfig(
         quant_mapping={"transformer": DiffusersBnb(**options), "text_encoder": TransformersBnb(**options)}
     )
+
+
+def torchao_config():
+    """int8 weights, activations in the pipeline's dtype, on the transformer only as in diffusers' CogVideoX guide:
+    its weights are held through every step, while T5 runs once per prompt."""
+    from diffusers import PipelineQuantizationConfig, TorchAoConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return PipelineQuantizationConfig(quant_mapping={"transformer": TorchAoConfig(Int8WeightOnlyConfig())})
 
 
 def _preset(name: str) -> Preset:
