@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -90,6 +90,8 @@ STEPS_RANGE, GUIDANCE_RANGE, FPS_RANGE = (1, 200), (0.0, 15.0), (1, 30)
 LABELS = dict(steps="Denoising steps", guidance="Guidance", frames="Frames", fps="Frames per second", seed="Seed")
 """Each number's label on the page; its error messages name it the same way."""
 FILLED_BY_GRADIO = ("request", "progress")
+FULL, PREVIEW = "Full quality", "Fast preview"
+"""The run's quality: the settings as given, or the preset's few preview steps with its cache (same seed)."""
 """Handler parameters Gradio supplies itself; every other parameter is a page component of the same name."""
 
 log = logging.getLogger("s2v.app")
@@ -123,6 +125,8 @@ class Job:
     height: int
     width: int
     seed: int | None
+    cache: str = "none"
+    preview: bool = False
 
 
 class ActiveRuns:
@@ -197,6 +201,7 @@ def check_job(
     resolution,
     seed,
     random_seed,
+    quality=FULL,
 ) -> Job:
     """Every field of a request checked before any work, each refusal naming the field as the page labels it."""
     if model.pipe is None:
@@ -208,8 +213,11 @@ def check_job(
     random_seed = switch(random_seed, "Random seed")
     if not random_seed and (seed is None or seed == ""):
         raise S2VError("Enter a seed, or tick Random seed.")
+    if quality not in (FULL, PREVIEW):
+        raise S2VError(f"Quality must be {FULL!r} or {PREVIEW!r}, not {quality!r}.")
     height, width = checked_size(model, resolution)
-    return Job(
+    preview = dict(steps=model.preset.preview_steps, cache=model.preset.preview_cache, preview=True)
+    job = Job(
         subject=subject,
         prompt=prompt,
         negative_prompt=negative_prompt or "",
@@ -223,6 +231,7 @@ def check_job(
         width=width,
         seed=None if random_seed else whole_number(seed, LABELS["seed"], 0, MAX_SEED, whole_floats=True),
     )
+    return replace(job, **preview) if quality == PREVIEW else job
 
 
 def checked_frames(model: Model, frames) -> int:
@@ -276,6 +285,7 @@ def render(model: Model, job: Job, output_dir: Path, stop: threading.Event, prog
             seed=job.seed,
             remove_background=job.remove_background,
             callback_on_step_end=on_step,
+            cache=job.cache,
         )
     if output.interrupted:
         return None, output.seed
@@ -335,6 +345,7 @@ class Handlers:
         resolution,
         seed,
         random_seed,
+        quality=FULL,
         request: gr.Request = None,
         progress=gr.Progress(),
     ):
@@ -353,6 +364,7 @@ class Handlers:
             resolution=resolution,
             seed=seed,
             random_seed=random_seed,
+            quality=quality,
         )
         return await self._generate(fields, request.session_hash if request else None, progress)
 
@@ -442,7 +454,13 @@ def cancelled() -> str:
 
 
 def run_settings(job: Job, seed: int, seconds: float) -> str:
-    return (
+    preview = (
+        f"**Fast preview** ({job.steps} steps, {job.cache} cache): choose {FULL} with this seed (untick Random "
+        "seed) for the finished video.  \n"
+        if job.preview
+        else ""
+    )
+    return preview + (
         f"**Prompt** {job.prompt}  \n**Seed** {seed} · **Steps** {job.steps} · **Guidance** {job.guidance:g}"
         f"{' (dynamic)' if job.dynamic_cfg else ''} · **Frames** {job.frames} @ {job.fps} fps · "
         f"**Size** {job.height}x{job.width} · **Time** {seconds:.1f} s"
@@ -586,7 +604,16 @@ def input_column(model: Model) -> Parts:
     with gr.Row():
         run = gr.Button("Generate", variant="primary", interactive=model.pipe is not None, elem_id="generate")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+    quality = gr.Radio(
+        [FULL, PREVIEW],
+        value=FULL,
+        label="Quality",
+        info=f"{PREVIEW}: {model.preset.preview_steps} steps with a {model.preset.preview_cache} cache, to try a "
+        "prompt before the full run",
+        elem_id="quality",
+    )
     parts = dict(subject=subject, seen=seen, remove_background=remove_background, prompt=prompt, run=run, cancel=cancel)
+    parts["quality"] = quality
     return parts | settings_accordion(model)
 
 

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .caching import CACHE_METHODS
 from .errors import S2VError, S2VWarning
 from .numbers import real_number, whole_number
 from .presets import PRESETS
@@ -64,6 +65,7 @@ def generate(args: argparse.Namespace) -> int:
         use_dynamic_cfg=args.dynamic_cfg,
         seed=seed,
         remove_background=args.remove_background,
+        cache=args.cache,
     )
     path = save_video(output.frames, args.out, fps=fps, scale=scale)
     seconds = time.perf_counter() - started
@@ -123,6 +125,7 @@ def eval_benchmark(args: argparse.Namespace) -> int:
         lora_scale=args.lora_scale,
         dtype=args.dtype,
         quantize=args.quantize,
+        cache=args.cache,
     )
     metrics = tuple(name.strip().replace("-", "_") for name in args.metrics.split(",") if name.strip())
     names = MetricModels(args.clip_model or CLIP_MODEL, args.dino_model or DINO_MODEL, args.raft_weights)
@@ -195,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (preset default)")
     gen.add_argument("--dynamic-cfg", action="store_true", help="CogVideoX's cosine guidance schedule")
     _add_video_shape_options(gen)
+    _add_cache_option(gen)
     gen.add_argument("--seed", type=int, help="any whole number >= 0; random when left out (printed)")
     gen.add_argument("--remove-background", action="store_true", help="cut the subject out with rembg first")
     gen.add_argument(
@@ -220,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--guidance", type=float, default=6.0, help="guidance scale (default 6, the paper's)")
     bench.add_argument("--seed", type=int, default=42, help="seed of every video (default 42, the paper's)")
     _add_video_shape_options(bench)
+    _add_cache_option(bench)
     bench.add_argument(
         "--metrics", default="smoothness,dynamic,clip-t,clip-i,dino-i", help="which to compute (default: all five)"
     )
@@ -233,6 +238,16 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(command=info)
     add_model_options(show)
     return parser
+
+
+def _add_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        choices=CACHE_METHODS,
+        default="none",
+        help="reuse work between denoising steps (diffusers' cache hooks): faster, slightly different videos; "
+        "see the README's speed table (default none)",
+    )
 
 
 def _add_video_shape_options(parser: argparse.ArgumentParser) -> None:
@@ -262,9 +277,18 @@ def add_model_options(parser: argparse.ArgumentParser, default_preset: str | Non
     group.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength on top of alpha/rank (default 1.0)")
     group.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    group.add_argument("--offload", choices=OFFLOAD_MODES, default="none", help="CPU offload (GPU only)")
     group.add_argument(
-        "--quantize", choices=QUANTIZE_MODES, default="none", help="bitsandbytes for transformer and T5 (GPU only)"
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="keep weights in CPU RAM between uses: whole models, layers, or blocks on CUDA streams (GPU only)",
+    )
+    group.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        default="none",
+        help="int8/nf4: bitsandbytes on transformer and T5 (GPU only); fp8-layerwise: transformer weights stored "
+        "in fp8; int8-torchao: transformer int8 weight-only (pip install 's2v[torchao]')",
     )
     group.add_argument("--no-vae-tiling", action="store_true", help="decode whole frames (more memory)")
     group.add_argument("--no-vae-slicing", action="store_true", help="decode the batch at once (more memory)")

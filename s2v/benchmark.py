@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ class Protocol:
     lora_scale: float = 1.0
     dtype: str = "auto"
     quantize: str = "none"
+    cache: str = "none"
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def write_table(
     setup = (
         f"Ours: {protocol.model}{' + ' + protocol.lora if protocol.lora else ''}, {protocol.steps} steps, CFG "
         f"{protocol.guidance:g}, seed {protocol.seed}, {protocol.width}x{protocol.height}, "
-        f"{protocol.num_frames} frames."
+        f"{protocol.num_frames} frames{'' if protocol.cache == 'none' else f', --cache {protocol.cache}'}."
     )
     _write_text(out / "table.md", "\n".join([*lines, "", *notes, checkpoints, setup]) + "\n")
     csv_rows = [{"method": name, **values} for name, values in table["rows"].items()]
@@ -295,7 +296,8 @@ def _claim(out: Path, protocol: Protocol) -> None:
     path = out / "protocol.json"
     wanted = asdict(protocol)
     if path.is_file():
-        recorded = _read_json(path)
+        defaults = {f.name: f.default for f in fields(Protocol) if f.default is not MISSING}
+        recorded = {**defaults, **_read_json(path)}  # a folder made before a setting existed used its default
         if recorded != wanted:
             changed = ", ".join(
                 f"{key} {recorded.get(key)} -> {wanted[key]}" for key in wanted if recorded.get(key) != wanted[key]
@@ -325,6 +327,7 @@ def _generate(pipe, item: Item, reference: Image.Image, protocol: Protocol, out:
         num_inference_steps=protocol.steps,
         guidance_scale=protocol.guidance,
         seed=protocol.seed,
+        cache=protocol.cache,
     )
     save_video(output.frames, _video_path(out, item), fps=protocol.fps)
 

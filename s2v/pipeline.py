@@ -16,6 +16,7 @@ from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from .caching import cache_config, cache_enabled, check_cache
 from .errors import S2VError, S2VWarning
 from .model import check_supported, predict
 from .numbers import is_whole, real_number, whole_number
@@ -87,6 +88,8 @@ class S2VPipeline(CogVideoXPipeline):
         self.preset: Preset = PRESETS[DEFAULTS_PRESET]
         """The settings that suit this model: its sampling defaults (steps, guidance) and subject size. Set by
         `s2v.loading.load_pipeline`; a pipeline built otherwise samples as CogVideoX-5B does."""
+        self.mag_ratios: list[float] | None = None
+        """This model's calibrated MagCache ratios (`s2v.caching`); without them `cache="mag"` is refused."""
         self._run_lock = threading.Lock()
 
     @property
@@ -115,6 +118,7 @@ class S2VPipeline(CogVideoXPipeline):
         attention_kwargs: dict | None = None,
         callback_on_step_end: Callable[[S2VPipeline, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | tuple[str, ...] = ("latents",),
+        cache: str | object = "none",
     ) -> S2VPipelineOutput | tuple:
         """Generate a video of the subject in `image` doing what `prompt` says.
 
@@ -130,7 +134,8 @@ class S2VPipeline(CogVideoXPipeline):
         multiples of 16. Pass `seed` or `generator`, not both; with neither, a random
         seed is drawn and returned. A callback that sets `pipe._interrupt = True` stops
         the run at the next step (frames are then None). Calls from several threads run one
-        after another, each from a clean state (see `one_run_at_a_time`).
+        after another, each from a clean state (see `one_run_at_a_time`). `cache` picks one of
+        diffusers' cache accelerations (`s2v.caching.CACHE_METHODS`, or a diffusers cache config) for this run.
         """
         # 1. Check every input before any work is done
         config = self.transformer.config
@@ -155,6 +160,7 @@ class S2VPipeline(CogVideoXPipeline):
             generator,
             output_type,
             callback_on_step_end_tensor_inputs,
+            cache,
         )
         if generator is None:
             seed = secrets.randbelow(2**32) if seed is None else seed  # small enough to show and retype anywhere
@@ -205,10 +211,11 @@ class S2VPipeline(CogVideoXPipeline):
             reference = torch.cat([self.encode_reference(subject, generator) for subject in subjects])
             reference = reference.to(device, prompt_embeds.dtype).repeat(2 if do_cfg else 1, 1, 1, 1, 1)
 
-        # 7. Denoising loop
+        # 7. Denoising loop, with this run's cache (if any) switched on for exactly its steps
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
         old_pred_original_sample = None
-        with self.progress_bar(total=steps) as progress_bar:
+        acceleration = cache_config(cache, self.mag_ratios, steps, do_cfg, lambda: self.current_timestep)
+        with cache_enabled(self.transformer, acceleration), self.progress_bar(total=steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
@@ -312,6 +319,7 @@ class S2VPipeline(CogVideoXPipeline):
         generator,
         output_type,
         tensor_inputs,
+        cache,
     ) -> None:
         for prompt in prompts:
             if not isinstance(prompt, str) or not strip_reference_token(prompt):
@@ -343,6 +351,7 @@ class S2VPipeline(CogVideoXPipeline):
             raise S2VError("Pass either a seed or a generator, not both.")
         if output_type not in OUTPUT_TYPES:
             raise S2VError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, not {output_type!r}.")
+        check_cache(cache, self.mag_ratios)
         unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise S2VError(f"Callbacks can receive {self._callback_tensor_inputs}, not {sorted(unknown)}.")

@@ -45,6 +45,10 @@ class Preset:
     display_scale: int = 1
     """Videos are written this many times larger, each pixel a square block (`save_video(scale=...)`), so a
     tiny model's pixels survive H.264's half-resolution colour."""
+    preview_steps: int = 10
+    """A fast preview's denoising steps (the app's *Fast preview*), chosen from `bench/cache.py`'s table."""
+    preview_cache: str = "none"
+    """A fast preview's cache acceleration (`s2v.caching.CACHE_METHODS`), chosen from the same table."""
 
 
 DEFAULTS_PRESET = "cogvideox-5b"
@@ -64,6 +68,7 @@ PRESETS: dict[str, Preset] = {
         resolutions=((64, 96), (96, 64), (64, 64)),
         needs_lora=False,
         wiring_check=True,
+        preview_steps=2,
     ),
     "nano": Preset(
         name="nano",

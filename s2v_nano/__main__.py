@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from s2v.__main__ import add_model_options, load_settings
+from s2v.caching import CACHE_METHODS
 from s2v.errors import S2VError, S2VWarning
 from s2v.numbers import real_number, whole_number
 from s2v.pipeline import MAX_STEPS
@@ -117,6 +118,7 @@ def _eval_settings(args: argparse.Namespace) -> dict:
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
         steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
         guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
+        cache=args.cache,
         batch_size=whole_number(args.batch_size, "--batch-size", 1),
         conditions=conditions,
     )
@@ -163,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     score.set_defaults(command=evaluate)
     score.add_argument("--steps", type=int, help="denoising steps (default: the nano preset's)")
     score.add_argument("--guidance", type=float, help="guidance scale (default: the nano preset's)")
+    score.add_argument("--cache", choices=CACHE_METHODS, default="none", help="a cache acceleration (default none)")
     score.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
     score.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
     score.add_argument(

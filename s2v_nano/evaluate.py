@@ -44,6 +44,8 @@ class EvalSettings:
     """Denoising steps; None: the model's preset's (the app's and the CLI's)."""
     guidance: float | None = None
     """Guidance scale; None: the model's preset's."""
+    cache: str = "none"
+    """A cache acceleration (`s2v.caching.CACHE_METHODS`), to measure what it changes."""
     batch_size: int = 16
     size: int = 48
     conditions: tuple[str, ...] = CONDITIONS
@@ -182,6 +184,7 @@ def _generate(pipe, items, references, settings: EvalSettings, progress: bool, c
             guidance_scale=settings.guidance,
             generator=generator,
             output_type="np",
+            cache=settings.cache,
         )
         subjects = None if references[0] is None else references[start : start + len(chunk)]
         frames = pipe(subjects, prompts, **common).frames

@@ -143,7 +143,7 @@ def named_fields(subject, **override) -> dict:
     """The /generate inputs by name, in page order."""
     fields = dict(subject=subject, prompt="a cat surfing", negative_prompt="", remove_background=False, steps=2)
     fields.update(guidance=6, dynamic_cfg=False, frames=9, fps=8, resolution="64x96", seed=0, random_seed=False)
-    return fields | override
+    return fields | {"quality": app.FULL} | override
 
 
 def raw_fields(upload: dict, **override) -> list:
@@ -220,6 +220,7 @@ PAGE_LABELS = dict(
     resolution="Size (height x width)",
     seed="Seed",
     random_seed="Random seed",
+    quality="Quality",
 )
 """The component each handler parameter should read, by the label a visitor sees on it."""
 
@@ -341,6 +342,20 @@ def test_on_zero_gpu_the_task_crosses_to_its_worker_by_pickle(tmp_path, monkeypa
     job = app.check_job(model, **named_fields(str(EXAMPLE), prompt="a cat"))
     path, seed = handlers.zero_gpu_task(job, tmp_path)
     assert tasks == [app.render_on_zero_gpu] and seed == 0 and mp4_facts(path)[0] == 9
+
+
+def test_a_fast_preview_runs_the_presets_preview_steps_and_cache_from_the_same_seed(served):
+    url, model, counter, _ = served
+    client = Client(url, verbose=False)
+    preset = model.preset
+    counter.calls = 0
+    video, settings, _, seed = client.predict(*generate_args(), quality=app.PREVIEW, api_name="/generate")
+    assert counter.calls == preset.preview_steps < preset.num_inference_steps and seed == 0
+    assert "Fast preview" in settings and f"{preset.preview_steps} steps" in settings and mp4_facts(video)[0] == 9
+    job = app.check_job(model, **named_fields(str(EXAMPLE), quality=app.PREVIEW))
+    assert (job.steps, job.cache, job.seed) == (preset.preview_steps, preset.preview_cache, 0)
+    with pytest.raises(S2VError, match="Quality must be"):
+        app.check_job(model, **named_fields(str(EXAMPLE), quality="draft"))
 
 
 def test_a_huge_image_is_refused_from_its_header_without_decoding_its_pixels(served, tmp_path, monkeypatch):

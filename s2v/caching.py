@@ -1,0 +1,115 @@
+"""Cache acceleration: diffusers' cache hooks on the transformer, switched on for one run at a time.
+
+Each method reuses work between neighbouring denoising steps instead of recomputing it; all
+are diffusers' own (`transformer.enable_cache`). The pipeline enables the chosen one inside
+its one-run guard and disables it when the run ends, so every run starts from empty cache
+state and a later run without a cache is exactly an uncached run. Settings are diffusers'
+documented CogVideoX ones unless the measured table (`bench/cache.py`) says otherwise.
+
+Offered only where they act on CogVideoX: `SeaCacheConfig` has adapters for other model
+families only and silently does nothing here, so it is refused, not offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from diffusers.hooks import (
+    FasterCacheConfig,
+    FirstBlockCacheConfig,
+    MagCacheConfig,
+    PyramidAttentionBroadcastConfig,
+    TaylorSeerCacheConfig,
+)
+
+from .errors import S2VError
+
+CONFIGS = (
+    FasterCacheConfig,
+    FirstBlockCacheConfig,
+    MagCacheConfig,
+    PyramidAttentionBroadcastConfig,
+    TaylorSeerCacheConfig,
+)
+CACHE_METHODS = ("none", "first-block", "taylorseer", "faster", "pab", "mag")
+"""What `--cache` accepts; "none" runs every block at every step (the default, as before caches existed)."""
+NOT_ON_COGVIDEOX = {"sea": "diffusers' SeaCache adapts to other model families only: on CogVideoX it does nothing"}
+FIRST_BLOCK_THRESHOLD = 0.2
+"""First-block cache reuses the other blocks' residual while the first block's changes by less than this share.
+diffusers' 0.05 skips nothing on s2v-nano at its 25 steps (0 of 1,200 block runs on 48 items); 0.2 skips 20%
+and changes 1/48 colour and 0/48 motion verdicts (`bench/cache.py`)."""
+ATTENTION = r"transformer_blocks\.\d+\.attn1"
+"""CogVideoX's attention modules, as diffusers' module-name patterns read them."""
+TAYLORSEER_INTERVAL = 3
+"""TaylorSeer computes every this many steps and extrapolates the attention outputs in between."""
+
+
+def check_cache(method, mag_ratios: list[float] | None) -> None:
+    """Refuse a method that cannot run here before any work, naming what is wrong and what to use instead.
+    A diffusers cache config passes as it is: the way to try settings other than ours."""
+    if isinstance(method, CONFIGS):
+        return
+    if method in NOT_ON_COGVIDEOX:
+        raise S2VError(f"--cache {method} is not offered: {NOT_ON_COGVIDEOX[method]}.")
+    if method not in CACHE_METHODS:
+        raise S2VError(f"Unknown --cache {method!r}: use {', '.join(CACHE_METHODS)}.")
+    if method == "mag" and not mag_ratios:
+        raise S2VError(
+            "--cache mag needs magnitude ratios calibrated for this model, and it has none. From Python, "
+            "pipe(image, prompt, cache=MagCacheConfig(calibrate=True, num_inference_steps=N)) prints them; "
+            "set pipe.mag_ratios to that list. Otherwise use another --cache."
+        )
+
+
+def cache_config(
+    method, mag_ratios: list[float] | None, steps: int, guided: bool, timestep: Callable[[], torch.Tensor]
+):
+    """diffusers' config for `method` (None for "none"). `timestep` reads the step being denoised; `guided` says
+    whether each forward carries an unconditional half (FasterCache may then skip it)."""
+    check_cache(method, mag_ratios)
+    if isinstance(method, CONFIGS):
+        return method
+    if method == "none":
+        return None
+    if method == "first-block":
+        return FirstBlockCacheConfig(threshold=FIRST_BLOCK_THRESHOLD)
+    if method == "taylorseer":
+        return TaylorSeerCacheConfig(
+            cache_interval=TAYLORSEER_INTERVAL,
+            disable_cache_before_step=3,
+            taylor_factors_dtype=torch.float32,
+            cache_identifiers=[ATTENTION],  # diffusers' default patterns miss CogVideoX's `attn1`: nothing cached
+        )
+    if method == "pab":
+        return PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(100, 800),
+            current_timestep_callback=timestep,
+        )
+    if method == "faster":
+        return FasterCacheConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(-1, 681),
+            current_timestep_callback=timestep,
+            attention_weight_callback=lambda _: 0.3,
+            unconditional_batch_skip_range=5,
+            unconditional_batch_timestep_skip_range=(-1, 781),
+            tensor_format="BFCHW",
+            is_guidance_distilled=not guided,
+        )
+    return MagCacheConfig(mag_ratios=list(mag_ratios), num_inference_steps=steps)
+
+
+@contextmanager
+def cache_enabled(transformer, config) -> Iterator[None]:
+    """The transformer with `config`'s cache for the duration, and without any afterwards, whatever happens."""
+    if config is None:
+        yield
+        return
+    transformer.enable_cache(config)
+    try:
+        yield
+    finally:
+        transformer.disable_cache()

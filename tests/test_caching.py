@@ -1,0 +1,110 @@
+"""Cache acceleration (`s2v.caching`): switched on for one run only, deterministic, and really skipping work.
+
+On s2v-nano's trained weights, where neighbouring steps are alike enough for a cache to act (random
+weights never are)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diffusers.hooks import FirstBlockCacheConfig
+
+from s2v import LoadSettings, load_pipeline
+from s2v.caching import CACHE_METHODS
+from s2v.errors import S2VError
+
+SUBJECT = "assets/examples/nano/disc-red-checks-white.png"
+PROMPT = "it moves left on grass"
+OFFERED = [method for method in CACHE_METHODS if method not in ("none", "mag")]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = load_pipeline(LoadSettings(preset="nano"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def video(pipe, cache="none", seed=7, steps=None) -> np.ndarray:
+    return pipe(SUBJECT, PROMPT, seed=seed, cache=cache, num_inference_steps=steps).frames
+
+
+class Calls:
+    """How many feed-forwards and attentions ran while counting: a cache skips the computation, not the
+    module call, so the projections inside are what stop being called."""
+
+    def __init__(self, transformer):
+        self.transformer, self.blocks, self.attention = transformer, 0, 0
+
+    def __enter__(self):
+        self.handles = [
+            hook
+            for block in self.transformer.transformer_blocks
+            for hook in (
+                block.ff.register_forward_pre_hook(lambda *_: self._count("blocks")),
+                block.attn1.to_q.register_forward_pre_hook(lambda *_: self._count("attention")),
+            )
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+    def _count(self, name):
+        setattr(self, name, getattr(self, name) + 1)
+
+
+def test_no_cache_gives_the_video_s2v_made_before_caches_existed(pipe):
+    """Sums recorded at 13a973a (before `cache=` existed), tolerant only of float rounding across CPUs."""
+    frames = np.asarray(video(pipe), dtype=np.float64)
+    assert frames.shape == (9, 48, 48, 3)
+    assert frames.sum() == pytest.approx(22481.949875861406, rel=1e-6)
+    assert (frames**2).sum() == pytest.approx(10799.36537563234, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", OFFERED)
+def test_a_cache_switched_on_for_one_run_leaves_no_trace_on_the_next(pipe, method):
+    never_cached = video(pipe)
+    cached = video(pipe, method)
+    assert not np.array_equal(cached, never_cached), f"{method} changed nothing: did it act at all?"
+    assert np.array_equal(video(pipe, method), cached)  # fresh cache state each run: same seed, same video
+    assert np.array_equal(video(pipe), never_cached)
+    assert not pipe.transformer.is_cache_enabled
+
+
+@pytest.mark.parametrize("method", OFFERED)
+def test_a_cached_run_computes_fewer_blocks_or_attentions(pipe, method):
+    with Calls(pipe.transformer) as full:
+        video(pipe)
+    with Calls(pipe.transformer) as cached:
+        video(pipe, method)
+    assert full.blocks == full.attention == 6 * 25  # nano: 6 blocks, 25 steps, guidance in one batched forward
+    assert cached.blocks < full.blocks or cached.attention < full.attention, (method, cached.blocks, cached.attention)
+
+
+def test_a_diffusers_config_tries_other_settings(pipe):
+    loose, strict = FirstBlockCacheConfig(threshold=0.3), FirstBlockCacheConfig(threshold=1e-6)
+    assert np.array_equal(video(pipe, strict), video(pipe))
+    assert not np.array_equal(video(pipe, loose), video(pipe))
+
+
+def test_impossible_caches_are_refused_before_any_work(pipe):
+    with pytest.raises(S2VError, match="calibrate=True"):
+        video(pipe, "mag")
+    with pytest.raises(S2VError, match="not offered: .*does nothing"):
+        video(pipe, "sea")
+    with pytest.raises(S2VError, match="Unknown --cache 'fast'"):
+        video(pipe, "fast")
+    assert not pipe.transformer.is_cache_enabled
+
+
+def test_the_cli_takes_a_cache_and_refuses_one_it_does_not_offer(tmp_path, capsys):
+    from s2v.__main__ import main
+
+    out = tmp_path / "frames"
+    args = ["generate", "--preset", "nano", "--subject", SUBJECT, "--prompt", PROMPT, "--seed", "7", "--out", str(out)]
+    assert main([*args, "--cache", "pab"]) == 0 and len(list(out.glob("*.png"))) == 9
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--cache", "sea"])
+    assert refused.value.code == 2 and "invalid choice: 'sea'" in capsys.readouterr().err
