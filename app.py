@@ -90,9 +90,9 @@ STEPS_RANGE, GUIDANCE_RANGE, FPS_RANGE = (1, 200), (0.0, 15.0), (1, 30)
 LABELS = dict(steps="Denoising steps", guidance="Guidance", frames="Frames", fps="Frames per second", seed="Seed")
 """Each number's label on the page; its error messages name it the same way."""
 FILLED_BY_GRADIO = ("request", "progress")
+"""Handler parameters Gradio supplies itself; every other parameter is a page component of the same name."""
 FULL, PREVIEW = "Full quality", "Fast preview"
 """The run's quality: the settings as given, or the preset's few preview steps with its cache (same seed)."""
-"""Handler parameters Gradio supplies itself; every other parameter is a page component of the same name."""
 
 log = logging.getLogger("s2v.app")
 

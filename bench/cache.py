@@ -10,7 +10,7 @@ how many items change verdict against the full run (k/n). The blocks' shares go 
 that `bench/gpu_check.py` multiplies with the 5B's measured step costs.
 
     python bench/cache.py                  # 96 items
-    python bench/cache.py --items 192 --skip-rates runs/cache_skip_rates.json
+    python bench/cache.py --items 192 --skip-rates runs/cache/skip_rates.json
 """
 
 from __future__ import annotations

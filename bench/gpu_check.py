@@ -19,7 +19,7 @@ Parts (--parts, run in the order given):
 Usage, from anywhere (s2v need not be installed):
   python bench/gpu_check.py --smoke --out /tmp/gpu_check.md    # a CPU, tiny sizes, well under a minute
   python bench/gpu_check.py --out gpu_check.md                  # one CUDA GPU
-  python bench/gpu_check.py --parts steps --skip-rates runs/cache_skip_rates.json
+  python bench/gpu_check.py --parts steps --skip-rates runs/cache/skip_rates.json
 bench/gpu_wheels.sh fetches the wheels the GPU machine lacks and prints the command to run there.
 Rows not yet begun after --budget seconds (default 240) are marked so rather than run: the run ends within its
 minutes even where a part is slower than planned, and the marked rows say which --parts to run next. The exit

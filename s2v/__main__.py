@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .caching import CACHE_METHODS
+from .caching import CACHE_METHODS, check_cache
 from .errors import S2VError, S2VWarning
 from .numbers import real_number, whole_number
 from .presets import PRESETS
@@ -50,6 +50,7 @@ def generate(args: argparse.Namespace) -> int:
     guidance = None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0)
     seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
     scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, MAX_SCALE)
+    check_cache(args.cache, None)  # a loaded model has no calibrated MagCache ratios from the command line
     check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
@@ -113,6 +114,7 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     preset, settings = PRESETS[args.preset], load_settings(args)
     shape, fps = _video_shape(args, preset)
     items = read_items(args.subjects, args.prompts)
+    check_cache(args.cache, None)  # before the results folder is claimed for this protocol
     protocol = Protocol(
         model=args.model or preset.model or preset.name,
         lora=effective_lora(settings),

@@ -51,6 +51,9 @@ def check_cache(method, mag_ratios: list[float] | None) -> None:
     A diffusers cache config passes as it is: the way to try settings other than ours."""
     if isinstance(method, CONFIGS):
         return
+    if not isinstance(method, str):
+        names = ", ".join(config.__name__ for config in CONFIGS)
+        raise S2VError(f"cache takes a method's name or one of diffusers' {names}; not {type(method).__name__}.")
     if method in NOT_ON_COGVIDEOX:
         raise S2VError(f"--cache {method} is not offered: {NOT_ON_COGVIDEOX[method]}.")
     if method not in CACHE_METHODS:

@@ -102,7 +102,7 @@ def model_missing_its_lora(settings: LoadSettings) -> str | None:
     at all; None when they can generate. `load_pipeline` refuses by this rule, and the app, which then starts with
     generation off instead, asks it too: one rule, so the two cannot disagree."""
     preset = _preset(settings.preset)
-    return preset.model if preset.needs_lora and not settings.lora else None
+    return (settings.model or preset.model) if preset.needs_lora and not settings.lora else None
 
 
 def load_pipeline(settings: LoadSettings) -> S2VPipeline:

@@ -46,7 +46,8 @@ class Preset:
     """Videos are written this many times larger, each pixel a square block (`save_video(scale=...)`), so a
     tiny model's pixels survive H.264's half-resolution colour."""
     preview_steps: int = 10
-    """A fast preview's denoising steps (the app's *Fast preview*), chosen from `bench/cache.py`'s table."""
+    """A fast preview's denoising steps (the app's *Fast preview*); nano's is chosen from `bench/cache.py`'s
+    table, the others are set by analogy until measured."""
     preview_cache: str = "pab"
     """A fast preview's cache acceleration (`s2v.caching.CACHE_METHODS`): with fewer steps, pyramid attention
     broadcast changed the fewest motion verdicts on nano (3/48 at 12 steps, against 6/48 without it)."""

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from s2v.__main__ import add_model_options, load_settings
-from s2v.caching import CACHE_METHODS
+from s2v.caching import CACHE_METHODS, check_cache
 from s2v.errors import S2VError, S2VWarning
 from s2v.numbers import real_number, whole_number
 from s2v.pipeline import MAX_STEPS
@@ -118,10 +118,16 @@ def _eval_settings(args: argparse.Namespace) -> dict:
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
         steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
         guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
-        cache=args.cache,
+        cache=_checked_cache(args.cache),
         batch_size=whole_number(args.batch_size, "--batch-size", 1),
         conditions=conditions,
     )
+
+
+def _checked_cache(method: str) -> str:
+    """Refused before the model loads: from the command line no model has calibrated MagCache ratios."""
+    check_cache(method, None)
+    return method
 
 
 def _check_json_path(path: Path) -> None:

@@ -102,3 +102,30 @@ def test_the_cli_takes_a_cache_and_refuses_one_it_does_not_offer(tmp_path, capsy
     with pytest.raises(SystemExit) as refused:
         main([*args, "--cache", "sea"])
     assert refused.value.code == 2 and "invalid choice: 'sea'" in capsys.readouterr().err
+
+
+def test_mag_is_refused_before_loading_or_claiming_a_results_folder(tmp_path, capsys):
+    from s2v.__main__ import main
+
+    subjects = tmp_path / "subjects"
+    subjects.mkdir()
+    (subjects / "disc.png").write_bytes(open(SUBJECT, "rb").read())
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPT + "\n")
+    out = tmp_path / "results"
+    args = ["eval", "--preset", "tiny", "--subjects", str(subjects), "--prompts", str(prompts), "--out", str(out)]
+    assert main([*args, "--cache", "mag", "--score-only"]) == 2
+    assert "calibrate=True" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_config_diffusers_cannot_apply_here_is_refused_in_words(pipe):
+    from diffusers.hooks import SeaCacheConfig
+
+    with pytest.raises(S2VError, match="not SeaCacheConfig"):
+        video(pipe, SeaCacheConfig())
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    try:
+        with pytest.raises(S2VError, match="already has a cache enabled"):
+            video(pipe, "pab")
+    finally:
+        pipe.transformer.disable_cache()
