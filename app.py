@@ -213,10 +213,7 @@ def check_job(
     random_seed = switch(random_seed, "Random seed")
     if not random_seed and (seed is None or seed == ""):
         raise S2VError("Enter a seed, or tick Random seed.")
-    if quality not in (FULL, PREVIEW):
-        raise S2VError(f"Quality must be {FULL!r} or {PREVIEW!r}, not {quality!r}.")
     height, width = checked_size(model, resolution)
-    preview = dict(steps=model.preset.preview_steps, cache=model.preset.preview_cache, preview=True)
     job = Job(
         subject=subject,
         prompt=prompt,
@@ -231,7 +228,16 @@ def check_job(
         width=width,
         seed=None if random_seed else whole_number(seed, LABELS["seed"], 0, MAX_SEED, whole_floats=True),
     )
-    return replace(job, **preview) if quality == PREVIEW else job
+    return at_quality(job, quality, model.preset)
+
+
+def at_quality(job: Job, quality, preset: Preset) -> Job:
+    """A fast preview keeps every checked field and the seed, and takes the preset's preview steps and cache."""
+    if quality not in (FULL, PREVIEW):
+        raise S2VError(f"Quality must be {FULL!r} or {PREVIEW!r}, not {quality!r}.")
+    if quality == FULL:
+        return job
+    return replace(job, steps=preset.preview_steps, cache=preset.preview_cache, preview=True)
 
 
 def checked_frames(model: Model, frames) -> int:
