@@ -69,9 +69,9 @@ def check_cache(method, mag_ratios: list[float] | None) -> None:
 def cache_config(
     method, mag_ratios: list[float] | None, steps: int, guided: bool, timestep: Callable[[], torch.Tensor]
 ):
-    """diffusers' config for `method` (None for "none"). `timestep` reads the step being denoised; `guided` says
-    whether each forward carries an unconditional half (FasterCache may then skip it)."""
-    check_cache(method, mag_ratios)
+    """diffusers' config for `method` (None for "none"), which `check_cache` has already accepted. `timestep`
+    reads the step being denoised; `guided` says whether each forward carries an unconditional half (FasterCache
+    may then skip it)."""
     if isinstance(method, CONFIGS):
         return method
     if method == "none":

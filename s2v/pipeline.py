@@ -352,7 +352,7 @@ class S2VPipeline(CogVideoXPipeline):
         if output_type not in OUTPUT_TYPES:
             raise S2VError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, not {output_type!r}.")
         check_cache(cache, self.mag_ratios)
-        if not (isinstance(cache, str) and cache == "none") and self.transformer.is_cache_enabled:
+        if cache != "none" and self.transformer.is_cache_enabled:
             raise S2VError("The transformer already has a cache enabled; disable it, or leave cache at 'none'.")
         unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
