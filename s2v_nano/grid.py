@@ -53,6 +53,7 @@ CANDIDATES = {
         Candidate("batch-4", train=("tasks.video_batch_size=4",)),
         Candidate("min-snr", train=("optim.snr_gamma=5",)),
         Candidate("ema", train=("optim.ema_decay=0.999",)),
+        Candidate("vae-2x-batch-4", vae=2, train=("tasks.video_batch_size=4",)),
     )
 }
 FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")
