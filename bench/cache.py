@@ -26,10 +26,12 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig
 
 from s2v import LoadSettings, load_pipeline
+from s2v.caching import calibrate_mag
 from s2v_nano.analyze import analyze_clip
 from s2v_nano.world import Identity, eval_items, render_subject, split_identities
 
 VERDICTS = ("colour", "shape", "pattern", "motion")
+CALIBRATION_SUBJECT, CALIBRATION_PROMPT = "assets/examples/nano/disc-red-checks-white.png", "it moves left on grass"
 BATCH = 16
 
 
@@ -49,6 +51,7 @@ SETTINGS = (
     Setting("taylorseer", "taylorseer"),
     Setting("pab", "pab"),
     Setting("faster", "faster"),
+    Setting("mag", "mag"),
     Setting("15 steps", steps=15),
     Setting("12 steps", steps=12),
     Setting("12 steps + pab", "pab", steps=12),
@@ -152,6 +155,8 @@ def main() -> int:
     pipe = load_pipeline(LoadSettings(preset="nano"))
     pipe.set_progress_bar_config(disable=True)
     meter = Meter(pipe.transformer)
+    steps = pipe.preset.num_inference_steps  # an example subject and seeds no item uses: as a user calibrates
+    pipe.mag_ratios = calibrate_mag(pipe, CALIBRATION_SUBJECT, CALIBRATION_PROMPT, steps, seeds=(1000, 1001, 1002))
     held = split_identities(0)[1]
     items = eval_items(held, 8)[: args.items]
     references = {identity.id: render_subject(identity, 48, 48) for identity in held}

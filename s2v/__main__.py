@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .caching import CACHE_METHODS, check_cache
+from .caching import CACHE_METHODS, check_cache, read_mag_ratios
 from .errors import S2VError, S2VWarning
 from .numbers import real_number, whole_number
 from .presets import PRESETS
@@ -50,7 +50,7 @@ def generate(args: argparse.Namespace) -> int:
     guidance = None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0)
     seed = None if args.seed is None else whole_number(args.seed, "--seed", 0, MAX_SEED)
     scale = whole_number(_given(args.scale, preset.display_scale), "--scale", 1, MAX_SCALE)
-    check_cache(args.cache, None)  # a loaded model has no calibrated MagCache ratios from the command line
+    check_cache(args.cache, given_mag_ratios(args))
     check_output(args.out)
     if preset.wiring_check and not args.model:
         print(f"note: --preset {preset.name} is a {preset.description}.", file=sys.stderr)
@@ -114,7 +114,8 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     preset, settings = PRESETS[args.preset], load_settings(args)
     shape, fps = _video_shape(args, preset)
     items = read_items(args.subjects, args.prompts)
-    check_cache(args.cache, None)  # before the results folder is claimed for this protocol
+    mag_ratios = given_mag_ratios(args)
+    check_cache(args.cache, mag_ratios)  # before the results folder is claimed for this protocol
     protocol = Protocol(
         model=args.model or preset.model or preset.name,
         lora=effective_lora(settings),
@@ -128,6 +129,7 @@ def eval_benchmark(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         quantize=args.quantize,
         cache=args.cache,
+        mag_ratios=mag_ratios if args.cache == "mag" else None,
     )
     metrics = tuple(name.strip().replace("-", "_") for name in args.metrics.split(",") if name.strip())
     names = MetricModels(args.clip_model or CLIP_MODEL, args.dino_model or DINO_MODEL, args.raft_weights)
@@ -143,6 +145,33 @@ def eval_benchmark(args: argparse.Namespace) -> int:
     print((args.out / "table.md").read_text(), end="")
     print(f"{len(items)} videos; tables and per-video scores in {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from .caching import calibrate_mag, write_mag_ratios
+    from .loading import effective_lora, load_pipeline
+    from .pipeline import MAX_STEPS
+
+    preset, settings = PRESETS[args.preset], load_settings(args)
+    steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 2, MAX_STEPS)
+    runs = whole_number(args.runs, "--runs", 1)
+    if args.out.suffix != ".json" or args.out.is_dir():
+        raise S2VError(f"--out names a .json file for the ratios, not {args.out}.")
+    pipe = load_pipeline(settings)
+    started = time.perf_counter()
+    ratios = calibrate_mag(pipe, args.subject, args.prompt, steps, seeds=range(runs))
+    about = dict(model=args.model or preset.model or preset.name, lora=effective_lora(settings), runs=runs)
+    path = write_mag_ratios(args.out, ratios, steps, about)
+    print(
+        f"wrote {path} ({steps} ratios from {runs} runs, {time.perf_counter() - started:.0f} s); "
+        f"use them with --cache mag --mag-ratios {path} and the same model flags"
+    )
+    return 0
+
+
+def given_mag_ratios(args: argparse.Namespace) -> list[float] | None:
+    """The --mag-ratios file's ratios, read (and refused in words) before any model loads."""
+    return None if args.mag_ratios is None else read_mag_ratios(args.mag_ratios)
 
 
 def _given(value, default):
@@ -183,6 +212,7 @@ def load_settings(args: argparse.Namespace):
         quantize=args.quantize,
         vae_tiling=not args.no_vae_tiling,
         vae_slicing=not args.no_vae_slicing,
+        mag_ratios=args.mag_ratios,
     )
 
 
@@ -235,6 +265,20 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--raft-weights", help="local RAFT-large C_T_V1 state dict (default: torchvision's download)")
     bench.add_argument("--score-only", action="store_true", help="score the videos already in --out; load no model")
     add_model_options(bench)
+
+    cal = commands.add_parser(
+        "calibrate-mag",
+        help="calibrate MagCache for a model (for --cache mag)",
+        description="Run the model with every block computed and write MagCache's per-step ratios (diffusers' "
+        "calibration, averaged over --runs seeds) to --out, for --cache mag --mag-ratios FILE.",
+    )
+    cal.set_defaults(command=calibrate)
+    cal.add_argument("--subject", required=True, help="image of a subject (PNG, JPEG, WebP, ...)")
+    cal.add_argument("--prompt", required=True, help="what the subject does")
+    cal.add_argument("--out", type=Path, required=True, help=".json file for the ratios")
+    cal.add_argument("--steps", type=int, help="denoising steps to calibrate for (preset default)")
+    cal.add_argument("--runs", type=int, default=3, help="runs (seeds 0..N-1) to average (default 3)")
+    add_model_options(cal)
 
     show = commands.add_parser("info", help="device, versions, memory mode and where weights are looked for")
     show.set_defaults(command=info)
@@ -292,6 +336,7 @@ def add_model_options(parser: argparse.ArgumentParser, default_preset: str | Non
         help="int8/nf4: bitsandbytes on transformer and T5 (GPU only); fp8-layerwise: transformer weights stored "
         "in fp8; int8-torchao: transformer int8 weight-only (pip install 's2v[torchao]')",
     )
+    group.add_argument("--mag-ratios", help="MagCache ratios for --cache mag, from `s2v calibrate-mag`")
     group.add_argument("--no-vae-tiling", action="store_true", help="decode whole frames (more memory)")
     group.add_argument("--no-vae-slicing", action="store_true", help="decode the batch at once (more memory)")
 

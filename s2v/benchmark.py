@@ -78,6 +78,8 @@ class Protocol:
     dtype: str = "auto"
     quantize: str = "none"
     cache: str = "none"
+    mag_ratios: list[float] | None = None
+    """With `cache="mag"`: the ratios it ran on (other ratios, other videos)."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,14 @@ families only and silently does nothing here, so it is refused, not offered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import ast
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 
 import torch
 from diffusers.hooks import (
@@ -44,6 +50,12 @@ ATTENTION = r"transformer_blocks\.\d+\.attn1"
 """CogVideoX's attention modules, as diffusers' module-name patterns read them."""
 TAYLORSEER_INTERVAL = 3
 """TaylorSeer computes every this many steps and extrapolates the attention outputs in between."""
+CALIBRATION_REPORT = "MagCache Calibration Results: "
+"""How diffusers' MagCache logs a calibration run's ratios (`diffusers.hooks.mag_cache`), read by `calibrate_mag`."""
+CALIBRATE_HINT = (
+    "`s2v calibrate-mag --subject IMAGE --prompt TEXT --out ratios.json` with the same model flags writes them, "
+    "then add `--mag-ratios ratios.json`"
+)
 
 
 def check_cache(method, mag_ratios: list[float] | None) -> None:
@@ -60,9 +72,9 @@ def check_cache(method, mag_ratios: list[float] | None) -> None:
         raise S2VError(f"Unknown --cache {method!r}: use {', '.join(CACHE_METHODS)}.")
     if method == "mag" and not mag_ratios:
         raise S2VError(
-            "--cache mag needs magnitude ratios calibrated for this model, and it has none. From Python, "
-            "pipe(image, prompt, cache=MagCacheConfig(calibrate=True, num_inference_steps=N)) prints them; "
-            "set pipe.mag_ratios to that list. Otherwise use another --cache."
+            f"--cache mag needs MagCache ratios calibrated for this model, and it has none: {CALIBRATE_HINT} "
+            "(from Python: pipe.mag_ratios = s2v.caching.calibrate_mag(pipe, image, prompt, steps)). "
+            "Otherwise use another --cache."
         )
 
 
@@ -116,3 +128,63 @@ def cache_enabled(transformer, config) -> Iterator[None]:
         yield
     finally:
         transformer.disable_cache()
+
+
+def calibrate_mag(pipe, image, prompt: str, steps: int, seeds: Sequence[int] = (0, 1, 2)) -> list[float]:
+    """MagCache's per-step ratios for this model at `steps`, averaged over one run per seed.
+
+    diffusers' calibration mode runs every block and logs each step's residual-magnitude ratio when a run
+    ends; that report is read rather than recomputed, so the numbers are diffusers' own. Its duplicate
+    on stdout (meant for copying by hand) is kept out of the caller's output."""
+    logger, reports = logging.getLogger("diffusers.hooks.mag_cache"), []
+    handler, level, propagate = _CalibrationReports(reports), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # its hook-placement notes and the report, at INFO, stay out of diffusers' stderr
+    try:
+        with redirect_stdout(io.StringIO()):
+            for seed in seeds:
+                config = MagCacheConfig(calibrate=True, num_inference_steps=steps)
+                pipe(image, prompt, num_inference_steps=steps, seed=seed, output_type="latent", cache=config)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    if len(reports) != len(seeds) or any(len(report) != steps for report in reports):
+        raise S2VError(
+            f"diffusers reported {len(reports)} MagCache calibrations for {len(seeds)} runs; expected one each."
+        )
+    return [sum(column) / len(column) for column in zip(*reports, strict=True)]
+
+
+class _CalibrationReports(logging.Handler):
+    def __init__(self, reports: list):
+        super().__init__(logging.INFO)
+        self.reports = reports
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(CALIBRATION_REPORT):
+            self.reports.append([float(value) for value in ast.literal_eval(message.removeprefix(CALIBRATION_REPORT))])
+
+
+def write_mag_ratios(path: str | Path, ratios: list[float], steps: int, about: dict) -> Path:
+    """The ratios as JSON, with the model they were calibrated on (`about`) for whoever reads the file later."""
+    path = Path(path)
+    path.write_text(json.dumps({**about, "num_inference_steps": steps, "mag_ratios": ratios}, indent=1) + "\n")
+    return path
+
+
+def read_mag_ratios(path: str | Path) -> list[float]:
+    """A ratios file `write_mag_ratios` wrote, refused in words when it is missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise S2VError(f"--mag-ratios {path}: no such file; {CALIBRATE_HINT.split(', then')[0]}.")
+    try:
+        ratios = json.loads(path.read_text())["mag_ratios"]
+        ratios = [float(value) for value in ratios]
+    except (ValueError, KeyError, TypeError) as error:
+        raise S2VError(f"--mag-ratios {path} is not a ratios file from `s2v calibrate-mag` ({error}).") from error
+    if not ratios or not all(math.isfinite(value) and value > 0 for value in ratios):
+        raise S2VError(f"--mag-ratios {path} holds no usable ratios: it needs positive numbers, one per step.")
+    return ratios

@@ -20,6 +20,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from .caching import read_mag_ratios
 from .errors import S2VError, first_line, missing_model_message
 from .pipeline import S2VPipeline
 from .presets import AUTHORS_CHECKPOINT_HINT, NANO_FOLDER, PRESETS, Preset
@@ -74,6 +75,8 @@ class LoadSettings:
     vae_tiling: bool = True
     vae_slicing: bool = True
     tiny_seed: int = 0
+    mag_ratios: str | None = None
+    """A file of MagCache ratios (`s2v calibrate-mag`) for `cache="mag"`; None: the model has none."""
 
 
 @dataclass
@@ -111,6 +114,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     check_memory_settings(settings, preset, device)
+    mag_ratios = None if settings.mag_ratios is None else read_mag_ratios(settings.mag_ratios)
     if (base := model_missing_its_lora(settings)) is not None:
         raise S2VError(f"Without the method's LoRA, {base} ignores the subject. {AUTHORS_CHECKPOINT_HINT}")
 
@@ -126,6 +130,7 @@ def load_pipeline(settings: LoadSettings) -> S2VPipeline:
     if settings.vae_slicing:
         pipe.vae.enable_slicing()
     _place_weights(pipe, settings.offload, device)
+    pipe.mag_ratios = mag_ratios
     return pipe
 
 

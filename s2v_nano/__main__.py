@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from s2v.__main__ import add_model_options, load_settings
+from s2v.__main__ import add_model_options, given_mag_ratios, load_settings
 from s2v.caching import CACHE_METHODS, check_cache
 from s2v.errors import S2VError, S2VWarning
 from s2v.numbers import real_number, whole_number
@@ -118,16 +118,16 @@ def _eval_settings(args: argparse.Namespace) -> dict:
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
         steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
         guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
-        cache=_checked_cache(args.cache),
+        cache=_checked_cache(args),
         batch_size=whole_number(args.batch_size, "--batch-size", 1),
         conditions=conditions,
     )
 
 
-def _checked_cache(method: str) -> str:
-    """Refused before the model loads: from the command line no model has calibrated MagCache ratios."""
-    check_cache(method, None)
-    return method
+def _checked_cache(args: argparse.Namespace) -> str:
+    """Refused before the model loads, as `s2v generate` refuses it."""
+    check_cache(args.cache, given_mag_ratios(args))
+    return args.cache
 
 
 def _check_json_path(path: Path) -> None:

@@ -5,12 +5,14 @@ weights never are)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from diffusers.hooks import FirstBlockCacheConfig
 
 from s2v import LoadSettings, load_pipeline
-from s2v.caching import CACHE_METHODS
+from s2v.caching import CACHE_METHODS, calibrate_mag
 from s2v.errors import S2VError
 
 SUBJECT = "assets/examples/nano/disc-red-checks-white.png"
@@ -84,7 +86,7 @@ def test_a_diffusers_config_tries_other_settings(pipe):
 
 
 def test_impossible_caches_are_refused_before_any_work(pipe):
-    with pytest.raises(S2VError, match="calibrate=True"):
+    with pytest.raises(S2VError, match="calibrate-mag"):
         video(pipe, "mag")
     with pytest.raises(S2VError, match="not offered: .*does nothing"):
         video(pipe, "sea")
@@ -115,7 +117,40 @@ def test_mag_is_refused_before_loading_or_claiming_a_results_folder(tmp_path, ca
     out = tmp_path / "results"
     args = ["eval", "--preset", "tiny", "--subjects", str(subjects), "--prompts", str(prompts), "--out", str(out)]
     assert main([*args, "--cache", "mag", "--score-only"]) == 2
-    assert "calibrate=True" in capsys.readouterr().err and not out.exists()
+    assert "s2v calibrate-mag" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--cache", "mag", "--mag-ratios", str(tmp_path / "none.json"), "--score-only"]) == 2
+    assert "no such file" in capsys.readouterr().err and not out.exists()
+
+
+def test_calibrated_ratios_let_mag_skip_blocks_for_one_run_only(pipe):
+    ratios = calibrate_mag(pipe, SUBJECT, PROMPT, 25, seeds=(0, 1))
+    assert len(ratios) == 25 and ratios[0] == 1.0 and all(0.5 < r < 1.5 for r in ratios)
+    assert ratios != calibrate_mag(pipe, SUBJECT, PROMPT, 25, seeds=(0,))  # an average of two runs, not the first
+    never_cached = video(pipe)
+    pipe.mag_ratios = ratios
+    try:
+        with Calls(pipe.transformer) as calls:
+            cached = video(pipe, "mag")
+        assert calls.blocks < 6 * 25 and np.array_equal(video(pipe, "mag"), cached)
+    finally:
+        pipe.mag_ratios = None
+    assert np.array_equal(video(pipe), never_cached) and not pipe.transformer.is_cache_enabled
+
+
+def test_the_cli_calibrates_mag_and_generates_with_the_ratios(tmp_path, capsys):
+    from s2v.__main__ import main
+
+    ratios = tmp_path / "ratios.json"
+    model = ["--preset", "nano", "--subject", SUBJECT]
+    assert main(["calibrate-mag", *model, "--prompt", PROMPT, "--out", str(ratios), "--runs", "1"]) == 0
+    saved = json.loads(ratios.read_text())
+    assert saved["num_inference_steps"] == 25 and len(saved["mag_ratios"]) == 25 and saved["runs"] == 1
+    out = tmp_path / "frames"
+    generate = ["generate", *model, "--prompt", PROMPT, "--seed", "7", "--out", str(out), "--cache", "mag"]
+    assert main([*generate, "--mag-ratios", str(ratios)]) == 0 and len(list(out.glob("*.png"))) == 9
+    ratios.write_text('{"mag_ratios": [1.0, -2]}')
+    assert main([*generate, "--mag-ratios", str(ratios)]) == 2
+    assert "positive numbers" in capsys.readouterr().err
 
 
 def test_a_config_diffusers_cannot_apply_here_is_refused_in_words(pipe):
