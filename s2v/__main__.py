@@ -155,8 +155,7 @@ def calibrate(args: argparse.Namespace) -> int:
     preset, settings = PRESETS[args.preset], load_settings(args)
     steps = whole_number(_given(args.steps, preset.num_inference_steps), "--steps", 2, MAX_STEPS)
     runs = whole_number(args.runs, "--runs", 1)
-    if args.out.suffix != ".json" or args.out.is_dir():
-        raise S2VError(f"--out names a .json file for the ratios, not {args.out}.")
+    check_json_path(args.out, "the ratios")
     pipe = load_pipeline(settings)
     started = time.perf_counter()
     ratios = calibrate_mag(pipe, args.subject, args.prompt, steps, seeds=range(runs))
@@ -167,6 +166,14 @@ def calibrate(args: argparse.Namespace) -> int:
         f"use them with --cache mag --mag-ratios {path} and the same model flags"
     )
     return 0
+
+
+def check_json_path(path: Path, what: str) -> None:
+    """Refuse an --out that cannot take the JSON before any model loads or video is generated."""
+    if path.suffix != ".json":
+        raise S2VError(f"--out names a .json file for {what}, not {path}.")
+    if path.is_dir():
+        raise S2VError(f"--out {path} is a folder; name a .json file.")
 
 
 def given_mag_ratios(args: argparse.Namespace) -> list[float] | None:

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from s2v.__main__ import add_model_options, given_mag_ratios, load_settings
+from s2v.__main__ import add_model_options, check_json_path, given_mag_ratios, load_settings
 from s2v.caching import CACHE_METHODS, check_cache
 from s2v.errors import S2VError, S2VWarning
 from s2v.numbers import real_number, whole_number
@@ -64,7 +64,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     settings = _eval_settings(args)
     if args.out:
-        _check_json_path(args.out)
+        check_json_path(args.out, "the scores")
     pipe = load_pipeline(load_settings(args))
     pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()
@@ -128,14 +128,6 @@ def _checked_cache(args: argparse.Namespace) -> str:
     """Refused before the model loads, as `s2v generate` refuses it."""
     check_cache(args.cache, given_mag_ratios(args))
     return args.cache
-
-
-def _check_json_path(path: Path) -> None:
-    """Refuse an output path that cannot be written before any video is generated."""
-    if path.suffix != ".json":
-        raise S2VError(f"--out names a .json file for the scores, not {path}.")
-    if path.is_dir():
-        raise S2VError(f"--out {path} is a folder; name a .json file.")
 
 
 def _parser() -> argparse.ArgumentParser:
