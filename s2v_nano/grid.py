@@ -26,7 +26,7 @@ from s2v.video import atomic_folder
 from .base import untrained_base, write_untrained_base
 from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
 from .vae import train_vae
-from .world import write_world
+from .world import base_captions_named, write_world
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,14 @@ class Candidate:
     """Overrides of s2v_nano.base.TRANSFORMER_CONFIG."""
     train: tuple[str, ...] = ()
     """Overrides of s2v_train/configs/nano_base.yaml."""
+    named_share: float | None = None
+    """Share of base captions that name their subject; None keeps the world's (`NAMED_SHARE`)."""
+
+    @property
+    def lever(self) -> str:
+        """What the candidate changes, as the grid's table shows it."""
+        named = [] if self.named_share is None else [f"named share {self.named_share:g}"]
+        return ", ".join([f"VAE {self.vae}x", *(f"{k}={v}" for k, v in self.transformer.items()), *self.train, *named])
 
 
 CANDIDATES = {
@@ -54,6 +62,7 @@ CANDIDATES = {
         Candidate("min-snr", train=("optim.snr_gamma=5",)),
         Candidate("ema", train=("optim.ema_decay=0.999",)),
         Candidate("vae-2x-batch-4", vae=2, train=("tasks.video_batch_size=4",)),
+        Candidate("named-0.9-batch-4", named_share=0.9, train=("tasks.video_batch_size=4",)),
     )
 }
 FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")
@@ -112,7 +121,13 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     untrained = folder / "base-untrained"
     _once(untrained, lambda: _untrained_linked(untrained, frozen, candidate, plan))
     cache = frozen.parent / f"cache-{frozen.name.removeprefix('frozen-')}"
-    paths = [*_base_overrides(folder, plan), f"data.cache={cache}", *candidate.train]
+    paths = [*_base_overrides(folder, plan), *candidate.train]
+    if candidate.named_share is not None:
+        captions = folder / "captions.jsonl"
+        _once(captions, lambda: _write_captions(captions, base_captions_named(world, candidate.named_share)))
+        cache = cache.with_name(f"{cache.name}-named-{candidate.named_share:g}")
+        paths.append(f"data.video_captions={captions}")
+    paths.append(f"data.cache={cache}")
     _once(cache / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))
     steps = budget_steps(folder, paths, minutes)
     trained = [*paths, f"optim.max_steps={steps}", "run.checkpoint_every=100"]
@@ -120,6 +135,13 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     _once(folder / "base", lambda: _assemble_base(folder))
     _once(scores, lambda: _evaluate(folder, None, plan, ("named",), scores))
     _once(folder / "results" / "captions.json", lambda: _caption_scores(folder, plan))
+
+
+def _write_captions(path: Path, lines: list[dict]) -> None:
+    """Written whole, then renamed: a half-written file would otherwise pass for done."""
+    staging = path.with_suffix(".partial")
+    staging.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    staging.replace(path)
 
 
 def _caption_scores(folder: Path, plan: BuildPlan) -> None:
@@ -188,9 +210,7 @@ def grid_table(scores: dict[str, dict], root: Path) -> str:
         candidate, s = CANDIDATES[name], report["scores"]["named"]
         folder = root / "candidates" / name
         budget = json.loads((folder / "budget.json").read_text())
-        lever = ", ".join(
-            [f"VAE {candidate.vae}x", *(f"{k}={v}" for k, v in candidate.transformer.items()), *candidate.train]
-        )
+        lever = candidate.lever
         n, a = s["videos"], s["attributes"]
         cells = [a["shape"], a["colour"], a["pattern"], s["identity"], s["motion"], s["motion_strict"], s["present"]]
         counts = [_count(value, n) for value in cells]

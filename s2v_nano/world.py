@@ -225,9 +225,27 @@ def _subject_words(identity: Identity | None) -> str:
     return UNNAMED if identity is None else _with_article(identity.words)
 
 
-def _named(stream: list[int], index: int) -> bool:
-    """Whether training caption `index` of a set names its subject (`NAMED_SHARE`), from its own generator."""
-    return bool(np.random.default_rng([*stream, index, _NAMING]).random() < NAMED_SHARE)
+def _named(stream: list[int], index: int, share: float = NAMED_SHARE) -> bool:
+    """Whether training caption `index` of a set names its subject (`share` of them), from its own generator."""
+    return bool(np.random.default_rng([*stream, index, _NAMING]).random() < share)
+
+
+def base_captions_named(world: str | Path, share: float) -> list[dict]:
+    """The base clips' caption lines with `share` of them naming their subject, the clips unchanged: a base
+    lever. Each clip keeps its own draw, so `NAMED_SHARE` gives back the world's file and a larger share only
+    names more clips."""
+    if not 0 <= share <= 1:
+        raise S2VError(f"A named share is a fraction from 0 to 1, not {share}.")
+    paths = world_paths(world)
+    seed = json.loads(paths.manifest.read_text())["seed"]
+    lines = [json.loads(line) for line in paths.base_captions.read_text().splitlines()]
+    return [
+        {**line, "caption": clip_caption(
+            Identity.from_id(line["identity"]) if _named([seed, _BASE], index, share) else None,
+            line["scene"], line["motion"],
+        )}
+        for index, line in enumerate(lines)
+    ]  # fmt: skip
 
 
 def shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:

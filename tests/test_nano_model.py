@@ -200,11 +200,20 @@ def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_lin
 
 def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_without_retraining(tmp_path):
     folder = tmp_path / "grid"
-    scores = grid(folder, ["reference", "min-snr", "vae-2x"], minutes=0.02, plan=BuildPlan.smoke())
-    assert set(scores) == {"reference", "min-snr", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
-    assert sorted(path.name for path in folder.glob("cache-*")) == ["cache-vae-2x", "cache-vae-4x"]  # one per VAE
+    scores = grid(folder, ["reference", "named-0.9-batch-4", "vae-2x"], minutes=0.02, plan=BuildPlan.smoke())
+    assert set(scores) == {"reference", "named-0.9-batch-4", "vae-2x"} and set(scores["vae-2x"]["scores"]) == {"named"}
+    # one cache per VAE, and one more for other captions
+    assert sorted(path.name for path in folder.glob("cache-*")) == [
+        "cache-vae-2x",
+        "cache-vae-4x",
+        "cache-vae-4x-named-0.9",
+    ]
     assert not list((folder / "candidates").glob("*/cache"))
-    captions = json.loads((folder / "candidates" / "min-snr" / "results" / "captions.json").read_text())
+    named = folder / "candidates" / "named-0.9-batch-4"
+    assert (named / "captions.jsonl").read_text().count("\n") == len(
+        (folder / "world" / "base" / "captions.jsonl").read_text().splitlines()
+    )
+    captions = json.loads((named / "results" / "captions.json").read_text())
     assert set(captions["accuracy"]) == {"shape", "colour", "pattern", "motion"} and captions["items"] == 2
     budget = json.loads((folder / "candidates" / "vae-2x" / "budget.json").read_text())
     assert budget["steps"] >= 1 and budget["seconds_per_step"] > 0
@@ -212,7 +221,7 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     latents = json.loads((folder / "candidates" / "vae-2x" / "base" / "transformer" / "config.json").read_text())
     assert latents["sample_width"] == 24  # the 2x VAE's grid
     table = (folder / "grid.md").read_text()
-    assert "| vae-2x | VAE 2x |" in table and "| reference | VAE 4x |" in table
+    assert "| vae-2x | VAE 2x |" in table and "| reference | VAE 4x |" in table and "named share 0.9 |" in table
     assert "| vae-2x | " in table.split("| candidate")[0] and "/24 (" in table  # the ceilings, as k/n
     trained = (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime
     grid(folder, ["reference"], minutes=0.02, plan=BuildPlan.smoke())

@@ -22,12 +22,14 @@ from s2v_nano.world import (
     COLOURS,
     IDENTITY_WORDS,
     MOTIONS,
+    NAMED_SHARE,
     PATTERNS,
     SCENES,
     SHAPES,
     SUBJECT_SIZE,
     Identity,
     all_identities,
+    base_captions_named,
     eval_prompt,
     render_clip,
     render_subject,
@@ -224,6 +226,19 @@ def test_about_half_the_training_captions_name_their_subject_and_the_rest_say_it
                 caption.startswith("it ") and not set(caption.replace("white background", "").split()) & IDENTITY_WORDS
             )
     assert 0.25 < named / len(rows) < 0.75
+
+
+def test_a_larger_named_share_only_names_more_base_clips_and_the_worlds_share_gives_its_file(world):
+    written = read_jsonl(world.base_captions)
+    assert base_captions_named(world.root, NAMED_SHARE) == written
+    more, everyone = base_captions_named(world.root, 0.9), base_captions_named(world.root, 1.0)
+    assert [line["file"] for line in everyone] == [line["file"] for line in written]
+    assert all(line["caption"].startswith(("a ", "an ")) for line in everyone)
+    named = [[line["caption"].startswith(("a ", "an ")) for line in lines] for lines in (written, more)]
+    assert all(later for earlier, later in zip(*named, strict=True) if earlier) and sum(named[1]) > sum(named[0])
+    assert not any(line["caption"].startswith(("a ", "an ")) for line in base_captions_named(world.root, 0))
+    with pytest.raises(S2VError, match="fraction from 0 to 1"):
+        base_captions_named(world.root, 1.5)
 
 
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path, world):
