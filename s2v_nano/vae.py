@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,8 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     seed: int = 0
     log_every: int = 50
+    checkpoint_every: int = 200
+    """Steps between resumable checkpoints, so a long VAE run survives an interrupted build."""
     spatial_compression: int = 4
     """Pixels per latent cell along each side: 4 (12x12 latents, the first nano) or 2 (24x24: finer shapes)."""
 
@@ -109,38 +111,104 @@ def reconstruction_loss(vae: AutoencoderKLCogVideoX, pixels: torch.Tensor, kl_we
 
 
 def train_vae(world: str | Path, output: str | Path, config: VAETrainConfig | None = None) -> Path:
-    """Train on the world's base clips and pair images; save a diffusers folder with a measured scaling factor."""
+    """Train on the world's base clips and pair images; save a diffusers folder with a measured scaling factor.
+
+    Every `checkpoint_every` steps the whole state (weights, optimizer, schedule, both generators, log) goes
+    to `<output>.checkpoint`, and a run started again with the same config continues from it exactly."""
     config = config or VAETrainConfig()
     world, output = Path(world), Path(output)
     if world_paths(world).base_frames is None:
         raise S2VError(f"{world} is not a nano world written with arrays (no base/frames.npy); run write_world first.")
     clips, images = world_frames(world)
-    rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
-    vae = new_vae(config.seed, config.spatial_compression)
-    vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, config))
-    log, started = [], time.time()
-    for step in range(1, config.steps + 1):
+    state = _TrainState.start(config, output.with_name(output.name + ".checkpoint"))
+    vae, rng, generator = state.vae, state.rng, state.generator
+    while state.step < config.steps:
         clip_batch = to_pixels(clips[np.sort(rng.choice(len(clips), config.clip_batch, replace=False))])
         image_batch = to_pixels(images[rng.choice(len(images), config.image_batch, replace=False)][:, None])
         loss = reconstruction_loss(vae, clip_batch, config.kl_weight, generator)
         loss = loss + reconstruction_loss(vae, image_batch, config.kl_weight, generator)
-        optimizer.zero_grad()
+        state.optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % config.log_every == 0 or step == config.steps:
-            log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - started, 1)})
-            print(json.dumps(log[-1]), flush=True)
+        state.optimizer.step()
+        state.schedule.step()
+        state.step += 1
+        if state.step % config.log_every == 0 or state.step == config.steps:
+            state.log.append({"step": state.step, "loss": loss.item(), "seconds": round(state.seconds(), 1)})
+            print(json.dumps(state.log[-1]), flush=True)
+        if state.step % config.checkpoint_every == 0 and state.step < config.steps:
+            state.save()
     vae.eval()
     vae.register_to_config(scaling_factor=latent_scaling(vae, clips))
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(output) as staging:
         vae.save_pretrained(staging)
-        (staging / "train_log.json").write_text(json.dumps({"config": asdict(config), "log": log}, indent=1))
+        (staging / "train_log.json").write_text(json.dumps({"config": asdict(config), "log": state.log}, indent=1))
+    state.discard()
     return output
+
+
+@dataclass
+class _TrainState:
+    """Everything a VAE run needs to continue exactly where it stopped."""
+
+    config: VAETrainConfig
+    path: Path
+    vae: AutoencoderKLCogVideoX
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    generator: torch.Generator
+    step: int = 0
+    log: list = field(default_factory=list)
+    elapsed: float = 0.0
+    started: float = 0.0
+
+    @classmethod
+    def start(cls, config: VAETrainConfig, path: Path) -> _TrainState:
+        """A fresh run, or the checkpoint at `path` when it was written with this very config."""
+        vae = new_vae(config.seed, config.spatial_compression).train()
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, config))
+        rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
+        state = cls(config, path, vae, optimizer, schedule, rng, generator, started=time.time())
+        saved = torch.load(path) if path.is_file() else None
+        if saved is not None and saved["config"] != asdict(config):
+            print(f"{path} was written by a VAE run with another config; starting again", flush=True)
+        elif saved is not None:
+            vae.load_state_dict(saved["vae"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            rng.bit_generator.state = saved["rng"]
+            generator.set_state(saved["generator"])
+            state.step, state.log, state.elapsed = saved["step"], saved["log"], saved["elapsed"]
+            print(f"resuming the VAE at step {state.step} from {path}", flush=True)
+        return state
+
+    def seconds(self) -> float:
+        return self.elapsed + time.time() - self.started
+
+    def save(self) -> None:
+        """Written beside, then renamed over the last one: an interruption mid-write keeps the previous."""
+        staging = self.path.with_suffix(".partial")
+        torch.save(
+            {
+                "config": asdict(self.config),
+                "vae": self.vae.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "generator": self.generator.get_state(),
+                "step": self.step,
+                "log": self.log,
+                "elapsed": self.seconds(),
+            },
+            staging,
+        )
+        staging.replace(self.path)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _cosine(step: int, config: VAETrainConfig) -> float:

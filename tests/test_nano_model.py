@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from s2v.__main__ import main as cli
 from s2v_nano.__main__ import main as nano_cli
@@ -70,6 +71,33 @@ def test_vae_training_writes_a_loadable_folder_with_a_measured_scaling_factor(tm
     ceiling = reconstruction_ceiling(vae, split_identities(0)[1][:2], clips_per_identity=1)
     assert ceiling.original["identity"] == 100.0 and ceiling.original["motion"] == 100.0
     assert 0 < ceiling.psnr < 40
+
+
+def test_an_interrupted_vae_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    import s2v_nano.vae as vae_module
+
+    world = write_world(tmp_path / "world", **SMALL_WORLD).root
+    config = VAETrainConfig(steps=4, clip_batch=2, image_batch=2, warmup_steps=1, log_every=1, checkpoint_every=2)
+    whole = load_file(train_vae(world, tmp_path / "whole", config) / "diffusion_pytorch_model.safetensors")
+    assert not (tmp_path / "whole.checkpoint").exists()  # gone once the folder is written
+
+    real, calls = vae_module.reconstruction_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 5:  # the first loss of step 3, after step 2's checkpoint
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(vae_module, "reconstruction_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(world, tmp_path / "resumed", config)
+    assert (tmp_path / "resumed.checkpoint").is_file() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(vae_module, "reconstruction_loss", real)
+    resumed = load_file(train_vae(world, tmp_path / "resumed", config) / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    log = json.loads((tmp_path / "resumed" / "train_log.json").read_text())["log"]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
 
 
 def _clips(items: list[dict]) -> list[np.ndarray]:
