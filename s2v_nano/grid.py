@@ -63,6 +63,7 @@ CANDIDATES = {
         Candidate("ema", train=("optim.ema_decay=0.999",)),
         Candidate("vae-2x-batch-4", vae=2, train=("tasks.video_batch_size=4",)),
         Candidate("named-0.9-batch-4", named_share=0.9, train=("tasks.video_batch_size=4",)),
+        Candidate("noisier-batch-4", train=("tasks.video_batch_size=4", "optim.timestep_logit_mean=0.5")),
     )
 }
 FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")

@@ -93,10 +93,20 @@ class OptimConfig:
     """Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs), diffusers' v-prediction form
     min(SNR, gamma) / (SNR + 1): relative to plain v-MSE it halves the nearly clean steps and fades out the
     noisiest (0 at zero terminal SNR). The logged loss is the weighted one. None: plain v-prediction MSE."""
+    timestep_logit_mean: float | None = None
+    """Draw each step's noise level from a logit-normal (SD3's; diffusers' `compute_density_for_timestep_sampling`)
+    centred here instead of uniformly over the scheduler's timesteps: above 0 trains more often at high noise,
+    where layout and shape are decided. None: uniform, as CogVideoX trains."""
+    timestep_logit_std: float = 1.0
     ema_decay: float | None = None
     """Export an exponential moving average of the trained weights (diffusers' EMAModel, whose warm-up ramps
     the decay up to this over ~30k steps at 0.999) instead of the last step's. Checkpoints and validation
     videos hold the live weights. None: no average."""
+
+    @property
+    def logit_normal(self) -> tuple[float, float] | None:
+        """(mean, std) of the timestep draw, or None for uniform."""
+        return None if self.timestep_logit_mean is None else (self.timestep_logit_mean, self.timestep_logit_std)
 
 
 @dataclass
@@ -153,6 +163,8 @@ class TrainConfig:
             raise S2VError(f"optim.optimizer must be adamw or adamw8bit, not {self.optim.optimizer!r}.")
         if self.optim.snr_gamma is not None and not self.optim.snr_gamma > 0:
             raise S2VError(f"optim.snr_gamma must be above 0 (or null for no weighting), not {self.optim.snr_gamma}.")
+        if not self.optim.timestep_logit_std > 0:
+            raise S2VError(f"optim.timestep_logit_std must be above 0, not {self.optim.timestep_logit_std}.")
         if self.optim.ema_decay is not None and not 0 < self.optim.ema_decay < 1:
             raise S2VError(
                 f"optim.ema_decay must be between 0 and 1 (or null for no average), not {self.optim.ema_decay}."

@@ -120,6 +120,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                 state.generator,
                 config.optim.snr_gamma,
                 unreferenced_frame_offset(config.tasks),
+                config.optim.logit_normal,
             )
             accelerator.backward(loss)
             if accelerator.sync_gradients:

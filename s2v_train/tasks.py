@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 from PIL import Image
 
 from s2v.model import predict
@@ -261,17 +261,18 @@ def batch_loss(
     generator: torch.Generator,
     snr_gamma: float | None = None,
     unreferenced_offset: int = 1,
+    logit_normal: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """v-prediction MSE over the video latents; kept and dropped references as two forwards, the videos without
     one at RoPE frames `unreferenced_offset`.. (see `unreferenced_frame_offset`).
 
     Each sample's mean squared error is weighted (1, or min-SNR-gamma's `min(SNR, gamma) / (SNR + 1)`) and the
     result is the mean over the whole micro-batch, whichever group a sample is in. `config` is the
-    transformer's (it may be wrapped).
+    transformer's (it may be wrapped). Timesteps are uniform, or logit-normal with `logit_normal` = (mean, std).
     """
     latents = batch.latents
     size = latents.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator)
+    timesteps = sample_timesteps(scheduler.config.num_train_timesteps, size, generator, logit_normal)
     noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
     timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -294,6 +295,17 @@ def batch_loss(
         errors = (prediction.float() - target[group].float()).pow(2).flatten(1).mean(dim=1)
         total = total + (errors * weights[group]).sum()
     return total / size
+
+
+def sample_timesteps(
+    count: int, size: int, generator: torch.Generator, logit_normal: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """`size` training timesteps in 0..count-1: uniform, or SD3's logit-normal (mean, std) mapped onto them."""
+    if logit_normal is None:
+        return torch.randint(0, count, (size,), generator=generator)
+    mean, std = logit_normal
+    u = compute_density_for_timestep_sampling("logit_normal", size, mean, std, generator=generator)
+    return (u * count).long().clamp(max=count - 1)
 
 
 def _loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:

@@ -459,6 +459,25 @@ def test_min_snr_weighting_ignores_pure_noise_and_caps_nearly_clean_steps(pipe, 
     assert losses[0] != losses[1]
 
 
+def test_logit_normal_timesteps_lean_toward_noise_and_uniform_ones_are_unchanged(tmp_path, pipe, synthetic):
+    from s2v.errors import S2VError
+    from s2v_train.tasks import sample_timesteps
+
+    uniform = sample_timesteps(1000, 4096, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (4096,), generator=torch.Generator().manual_seed(0)))
+    noisy = sample_timesteps(1000, 4096, torch.Generator().manual_seed(0), (1.0, 1.0))
+    assert noisy.min() >= 0 and noisy.max() <= 999 and noisy.dtype == torch.int64
+    assert noisy.float().median() > 650 and (noisy < 200).float().mean() < 0.05  # sigmoid(1) = 0.73
+    assert torch.equal(noisy, sample_timesteps(1000, 4096, torch.Generator().manual_seed(0), (1.0, 1.0)))
+    batch = fresh_identity_batch(pipe, synthetic[0], [0, 1], torch.Generator().manual_seed(0))
+    args = (pipe.transformer, pipe.transformer.config, pipe.scheduler, batch)
+    uniform_loss = batch_loss(*args, torch.Generator().manual_seed(3))
+    assert batch_loss(*args, torch.Generator().manual_seed(3), logit_normal=None) == uniform_loss
+    assert batch_loss(*args, torch.Generator().manual_seed(3), logit_normal=(1.0, 1.0)) != uniform_loss
+    with pytest.raises(S2VError, match="timestep_logit_std must be above 0"):
+        tiny_config(tmp_path, "optim.timestep_logit_mean=0.5", "optim.timestep_logit_std=0")
+
+
 def assert_same_batch(cached, fresh):
     assert (cached.task, cached.prompts, cached.frame_indices) == (fresh.task, fresh.prompts, fresh.frame_indices)
     assert torch.equal(cached.keep, fresh.keep)
