@@ -26,7 +26,7 @@ from s2v.video import atomic_folder
 from .base import untrained_base, write_untrained_base
 from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
 from .vae import train_vae
-from .world import base_captions_named, write_world
+from .world import NAMED_SHARE, base_captions_named, write_world
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,24 @@ class Candidate:
     """Overrides of s2v_train/configs/nano_base.yaml."""
     named_share: float | None = None
     """Share of base captions that name their subject; None keeps the world's (`NAMED_SHARE`)."""
+    partial_share: float = 0.0
+    """Share of the naming captions that name only some attributes (`base_captions_named`)."""
 
     @property
     def lever(self) -> str:
         """What the candidate changes, as the grid's table shows it."""
         named = [] if self.named_share is None else [f"named share {self.named_share:g}"]
-        return ", ".join([f"VAE {self.vae}x", *(f"{k}={v}" for k, v in self.transformer.items()), *self.train, *named])
+        partial = [f"partial share {self.partial_share:g}"] if self.partial_share else []
+        levers = [*(f"{k}={v}" for k, v in self.transformer.items()), *self.train, *named, *partial]
+        return ", ".join([f"VAE {self.vae}x", *levers])
+
+    @property
+    def captions(self) -> str | None:
+        """The name of the candidate's own base captions (and cache), or None for the world's."""
+        if self.named_share is None and not self.partial_share:
+            return None
+        named = f"named-{NAMED_SHARE if self.named_share is None else self.named_share:g}"
+        return named + (f"-partial-{self.partial_share:g}" if self.partial_share else "")
 
 
 CANDIDATES = {
@@ -64,6 +76,7 @@ CANDIDATES = {
         Candidate("vae-2x-batch-4", vae=2, train=("tasks.video_batch_size=4",)),
         Candidate("named-0.9-batch-4", named_share=0.9, train=("tasks.video_batch_size=4",)),
         Candidate("noisier-batch-4", train=("tasks.video_batch_size=4", "optim.timestep_logit_mean=0.5")),
+        Candidate("partial-named-0.9-batch-4", named_share=0.9, partial_share=0.5, train=("tasks.video_batch_size=4",)),
     )
 }
 FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")
@@ -123,10 +136,11 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     _once(untrained, lambda: _untrained_linked(untrained, frozen, candidate, plan))
     cache = frozen.parent / f"cache-{frozen.name.removeprefix('frozen-')}"
     paths = [*_base_overrides(folder, plan), *candidate.train]
-    if candidate.named_share is not None:
+    if candidate.captions is not None:
         captions = folder / "captions.jsonl"
-        _once(captions, lambda: _write_captions(captions, base_captions_named(world, candidate.named_share)))
-        cache = cache.with_name(f"{cache.name}-named-{candidate.named_share:g}")
+        share = NAMED_SHARE if candidate.named_share is None else candidate.named_share
+        _once(captions, lambda: _write_captions(captions, base_captions_named(world, share, candidate.partial_share)))
+        cache = cache.with_name(f"{cache.name}-{candidate.captions}")
         paths.append(f"data.video_captions={captions}")
     paths.append(f"data.cache={cache}")
     _once(cache / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))

@@ -91,12 +91,14 @@ ZOOM_START, ZOOM_RATIO = (0.26, 0.3), 1.85
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 
 UNNAMED = "it"
+PARTIAL_FORMS = ("shape", "no-look", "no-colour")
+"""How a partial caption names its subject: by shape alone, without its pattern, or without its colour."""
 NAMED_SHARE = 0.5
 """Share of training captions that name their subject; the rest say "it", as evaluation prompts do. So the
 base model knows prompts without identity words, and an identity pair cannot be solved from its caption
 alone: the reference is the only way to the subject, as a dog's photo is in the paper's data."""
 
-_SPLIT, _CELLS, _BASE, _PAIRS, _MOTION, _PAIR_ORDER, _NAMING = range(7)
+_SPLIT, _CELLS, _BASE, _PAIRS, _MOTION, _PAIR_ORDER, _NAMING, _PARTIAL = range(8)
 """Generator streams: `default_rng([seed, stream, index])`."""
 
 
@@ -132,6 +134,18 @@ class Identity:
         if self.pattern == "plain":
             return f"plain {self.colour} {self.shape}"
         return f"{self.colour} {self.shape} with {self.accent} {self.pattern}"
+
+    def partial_words(self, form: str) -> str:
+        """The subject named by some of its attributes (`PARTIAL_FORMS`): "disc", "red disc", "plain disc"."""
+        if form == "shape":
+            return self.shape
+        if form == "no-look":
+            return f"{self.colour} {self.shape}"
+        if form == "no-colour" and self.pattern == "plain":
+            return f"plain {self.shape}"
+        if form == "no-colour":
+            return f"{self.shape} with {self.accent} {self.pattern}"
+        raise S2VError(f"Unknown partial form {form!r}; choose from {', '.join(PARTIAL_FORMS)}.")
 
     @classmethod
     def from_id(cls, text: str) -> Identity:
@@ -203,9 +217,10 @@ def split_identities(seed: int, held_out: int = HELD_OUT) -> tuple[list[Identity
     return [identity for identity in identities if identity not in held], chosen
 
 
-def clip_caption(identity: Identity | None, scene: str, motion: str) -> str:
-    """E.g. "a red disc with white stripes moves left on grass", or "it moves left on grass" unnamed."""
-    return f"{_subject_words(identity)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
+def clip_caption(identity: Identity | None, scene: str, motion: str, form: str | None = None) -> str:
+    """E.g. "a red disc with white stripes moves left on grass", "it moves left on grass" unnamed, or with a
+    partial `form` (`PARTIAL_FORMS`) "a red disc moves left on grass"."""
+    return f"{_caption_words(identity, form)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
 
 
 def subject_caption(identity: Identity | None) -> str:
@@ -230,22 +245,40 @@ def _named(stream: list[int], index: int, share: float = NAMED_SHARE) -> bool:
     return bool(np.random.default_rng([*stream, index, _NAMING]).random() < share)
 
 
-def base_captions_named(world: str | Path, share: float) -> list[dict]:
+def base_captions_named(world: str | Path, share: float, partial: float = 0.0) -> list[dict]:
     """The base clips' caption lines with `share` of them naming their subject, the clips unchanged: a base
     lever. Each clip keeps its own draw, so `NAMED_SHARE` gives back the world's file and a larger share only
-    names more clips."""
-    if not 0 <= share <= 1:
-        raise S2VError(f"A named share is a fraction from 0 to 1, not {share}.")
+    names more clips.
+
+    `partial` of the named captions name only some attributes (a form of `PARTIAL_FORMS`, each equally
+    likely), so each word is also seen apart from the others: a model that learns "disc" only inside whole
+    identities it has seen draws blobs for a new combination.
+    """
+    for value, what in ((share, "A named share"), (partial, "A partial share")):
+        if not 0 <= value <= 1:
+            raise S2VError(f"{what} is a fraction from 0 to 1, not {value}.")
     paths = world_paths(world)
     seed = json.loads(paths.manifest.read_text())["seed"]
     lines = [json.loads(line) for line in paths.base_captions.read_text().splitlines()]
     return [
         {**line, "caption": clip_caption(
             Identity.from_id(line["identity"]) if _named([seed, _BASE], index, share) else None,
-            line["scene"], line["motion"],
+            line["scene"], line["motion"], _partial_form([seed, _BASE], index, partial),
         )}
         for index, line in enumerate(lines)
     ]  # fmt: skip
+
+
+def _partial_form(stream: list[int], index: int, share: float) -> str | None:
+    """The partial form caption `index` would take if named (None: the whole identity), from its own generator."""
+    rng = np.random.default_rng([*stream, index, _PARTIAL])
+    return str(rng.choice(PARTIAL_FORMS)) if rng.random() < share else None
+
+
+def _caption_words(identity: Identity | None, form: str | None) -> str:
+    if identity is None or form is None:
+        return _subject_words(identity)
+    return _with_article(identity.partial_words(form))
 
 
 def shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:

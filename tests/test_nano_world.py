@@ -241,6 +241,26 @@ def test_a_larger_named_share_only_names_more_base_clips_and_the_worlds_share_gi
         base_captions_named(world.root, 1.5)
 
 
+def test_partial_captions_name_the_clips_own_subject_by_some_of_its_words_and_leave_the_rest_whole(world):
+    whole, partial = base_captions_named(world.root, 1.0), base_captions_named(world.root, 1.0, 0.5)
+    changed = 0
+    for full, line in zip(whole, partial, strict=True):
+        identity = Identity.from_id(line["identity"])
+        assert line["caption"].endswith(
+            full["caption"].removeprefix(f"a {identity.words}").removeprefix(f"an {identity.words}")
+        )
+        if line["caption"] == full["caption"]:
+            continue
+        changed += 1
+        words = set(line["caption"].split()) & IDENTITY_WORDS
+        assert identity.shape in words and words < set(full["caption"].split()) & IDENTITY_WORDS
+    assert 0.25 * len(whole) < changed < 0.75 * len(whole)
+    assert base_captions_named(world.root, 1.0, 0.0) == whole
+    assert all(line["caption"].startswith("it ") for line in base_captions_named(world.root, 0.0, 1.0))
+    with pytest.raises(S2VError, match="partial share is a fraction"):
+        base_captions_named(world.root, 1.0, -0.1)
+
+
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path, world):
     small = dict(base_clips=6, pairs=4, motion_clips=4, eval_per_subject=1)
     first, second = (write_world(tmp_path / name, seed=5, **SIZE, **small).root for name in ("a", "b"))
