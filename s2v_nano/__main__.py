@@ -24,6 +24,8 @@ from s2v.numbers import real_number, whole_number
 from s2v.pipeline import MAX_STEPS
 from s2v.presets import PRESETS
 
+from .world import SUBJECT_SETS
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -115,6 +117,7 @@ def _eval_settings(args: argparse.Namespace) -> dict:
         raise S2VError(f"--conditions takes a comma-separated list of {', '.join(CONDITIONS)}.")
     return dict(
         seed=args.world_seed,
+        subjects=args.subjects,
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
         steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
         guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
@@ -170,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
         "--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named,drawn"
     )
     score.add_argument("--world-seed", type=int, default=0, help="seed of the world the model was trained on")
+    score.add_argument(
+        "--subjects",
+        choices=SUBJECT_SETS,
+        default="held-out",
+        help="held-out subjects (the default), or as many training subjects: how far the model generalises",
+    )
     score.add_argument("--out", type=Path, help="write the scores as JSON here")
     add_model_options(score, default_preset="nano")
     return parser

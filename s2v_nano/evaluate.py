@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from s2v.errors import S2VError
 
 from .analyze import ClipAnalysis, analyze_clip
-from .world import Identity, eval_items, render_subject, split_identities
+from .world import SUBJECT_SETS, Identity, eval_items, render_subject, seen_subjects, split_identities
 
 CONDITIONS = ("reference", "shuffled", "none", "named", "drawn")
 """The subject's own reference; another held-out subject's; none at all; none, but the prompt names the
@@ -37,6 +37,8 @@ COPY_DIFFERENCE = 0.1
 class EvalSettings:
     seed: int = 0
     """The world's seed: which subjects are held out."""
+    subjects: str = "held-out"
+    """Whose items: the held-out subjects (`SUBJECT_SETS`), or as many training subjects ("seen"), spread alike."""
     per_subject: int = 8
     limit: int | None = None
     """Evaluate only the first `limit` items (a quick look); the full set is 24 subjects x 8 prompts."""
@@ -112,7 +114,9 @@ def evaluate(pipe, settings: EvalSettings | None = None, progress: bool = True) 
     unknown = set(settings.conditions) - set(CONDITIONS)
     if unknown:
         raise S2VError(f"Unknown condition(s) {sorted(unknown)}; choose from {', '.join(CONDITIONS)}.")
-    _, held = split_identities(settings.seed)
+    if settings.subjects not in SUBJECT_SETS:
+        raise S2VError(f"Unknown subjects {settings.subjects!r}; choose from {', '.join(SUBJECT_SETS)}.")
+    held = split_identities(settings.seed)[1] if settings.subjects == "held-out" else seen_subjects(settings.seed)
     items = eval_items(held, settings.per_subject)[: settings.limit]
     references = {identity.id: render_subject(identity, settings.size, settings.size) for identity in held}
     shown = {

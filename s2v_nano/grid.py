@@ -76,6 +76,11 @@ CANDIDATES = {
         Candidate("vae-2x-batch-4", vae=2, train=("tasks.video_batch_size=4",)),
         Candidate("named-0.9-batch-4", named_share=0.9, train=("tasks.video_batch_size=4",)),
         Candidate("noisier-batch-4", train=("tasks.video_batch_size=4", "optim.timestep_logit_mean=0.5")),
+        Candidate(
+            "images-named-0.9-batch-4",
+            named_share=0.9,
+            train=("tasks.video_batch_size=4", "tasks.image_share=0.5", "tasks.image_batch_size=16"),
+        ),
         Candidate("partial-named-0.9-batch-4", named_share=0.9, partial_share=0.5, train=("tasks.video_batch_size=4",)),
     )
 }

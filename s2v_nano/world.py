@@ -73,6 +73,9 @@ IDENTITY_WORDS = frozenset((*SHAPES, *COLOURS, *PATTERNS, *ACCENTS))
 
 FPS = 8
 HELD_OUT = 24
+SUBJECT_SETS = ("held-out", "seen")
+"""Whose items an evaluation scores: held-out subjects measure the model; as many training ("seen") subjects
+beside them tell an attribute never learned from one learned only inside the identities seen."""
 SUPERSAMPLE = 4
 INSET = 0.1
 """Width of the body-coloured band along the outline, as a fraction of the subject's box."""
@@ -199,22 +202,37 @@ def split_identities(seed: int, held_out: int = HELD_OUT) -> tuple[list[Identity
     identities = all_identities()
     if not 1 <= held_out <= len(identities) // 2:
         raise S2VError(f"held_out must be between 1 and {len(identities) // 2}, not {held_out}.")
-    order = np.random.default_rng([seed, _SPLIT, 0]).permutation(len(identities))
-    remaining = [identities[index] for index in order]
-    used: Counter = Counter()
-    chosen = []
-    for _ in range(held_out):
-        pick = min(remaining, key=lambda identity: sum(used[key] for key in _values(identity)))
-        remaining.remove(pick)
-        used.update(_values(pick))
-        chosen.append(pick)
+    chosen = _spread(identities, held_out, [seed, _SPLIT, 0])
+    held = set(chosen)
+    remaining = [identity for identity in identities if identity not in held]
     missing = {value for identity in identities for value in _values(identity)} - {
         value for identity in remaining for value in _values(identity)
     }
     if missing:
         raise S2VError(f"Holding out {held_out} identities leaves no training example of {sorted(missing)}.")
-    held = set(chosen)
-    return [identity for identity in identities if identity not in held], chosen
+    return remaining, chosen
+
+
+def seen_subjects(seed: int, count: int = HELD_OUT) -> list[Identity]:
+    """`count` training identities spread over every value as the held-out set is: scored beside the held-out
+    ones, they tell a model that has not learned an attribute from one that learned it only inside the whole
+    identities it saw."""
+    train, _ = split_identities(seed)
+    return _spread(train, count, [seed, _SPLIT, 1])
+
+
+def _spread(identities: list[Identity], count: int, stream: list[int]) -> list[Identity]:
+    """`count` identities, each the least used in shape, colour and look so far, ties broken in a seeded order."""
+    order = np.random.default_rng(stream).permutation(len(identities))
+    remaining = [identities[index] for index in order]
+    used: Counter = Counter()
+    chosen = []
+    for _ in range(count):
+        pick = min(remaining, key=lambda identity: sum(used[key] for key in _values(identity)))
+        remaining.remove(pick)
+        used.update(_values(pick))
+        chosen.append(pick)
+    return chosen
 
 
 def clip_caption(identity: Identity | None, scene: str, motion: str, form: str | None = None) -> str:

@@ -66,6 +66,9 @@ class TaskConfig:
     video_batch_size: int = 1
     caption_dropout: float = 0.0
     """Chance a caption becomes the empty prompt. The method uses none; training a base model for CFG does."""
+    image_share: float = 0.0
+    """Text-to-video only: the chance a micro-batch is images, as CogVideoX was pretrained on images beside
+    videos: `image_batch_size` clips' first latent frames, a fifth of a clip's tokens each."""
 
     @property
     def motion_share(self) -> float:
@@ -148,6 +151,13 @@ class TrainConfig:
         for name in ("motion_probability", "drop_probability", "caption_dropout"):
             if not 0.0 <= getattr(tasks, name) <= 1.0:
                 raise S2VError(f"tasks.{name} must be between 0 and 1, not {getattr(tasks, name)}.")
+        if not 0.0 <= tasks.image_share < 1.0:
+            raise S2VError(f"tasks.image_share must be at least 0 and below 1, not {tasks.image_share}.")
+        if tasks.image_share and tasks.mode != TEXT_TO_VIDEO:
+            raise S2VError(
+                f"tasks.image_share trains a {TEXT_TO_VIDEO} base on images; the method's image task is identity "
+                "injection (tasks.motion_probability)."
+            )
         if (data.num_frames - 1) % 8 or data.num_frames < 9:
             raise S2VError(f"data.num_frames must be 8k+1 (9, 17, ..., 49), not {data.num_frames}.")
         if data.height % 16 or data.width % 16:

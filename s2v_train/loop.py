@@ -31,12 +31,15 @@ from .config import TEXT_TO_VIDEO, TrainConfig, to_dict
 from .data import SkipCounter, draw
 from .tasks import (
     IDENTITY,
+    IMAGE,
+    MOTION,
     TaskSchedule,
     batch_loss,
     drop_captions,
     encode_text,
     encoding_sources,
     identity_batch,
+    image_batch,
     motion_batch,
     unreferenced_frame_offset,
 )
@@ -137,7 +140,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         metrics = {
             "loss": loss.detach().item(),
             "lr": lr_scheduler.get_last_lr()[0],
-            "task_motion": float(task != IDENTITY),
+            "task_motion": float(task == MOTION),
             "reference_kept": batch.keep.float().mean().item(),
             "skipped_samples": skipped.skipped,
         }
@@ -201,6 +204,9 @@ def _batch(task, pipe, pairs, videos, config: TrainConfig, state: TrainingState,
         if task == IDENTITY:
             items = [draw(pairs, state.rng, skipped) for _ in range(tasks.image_batch_size)]
             return identity_batch(items, state.generator, scaling, device)
+        if task == IMAGE:
+            items = [draw(videos, state.rng, skipped) for _ in range(tasks.image_batch_size)]
+            return image_batch(items, state.generator, scaling, device)
         items = [draw(videos, state.rng, skipped) for _ in range(tasks.video_batch_size)]
         return motion_batch(items, tasks, state.rng, state.generator, scaling, device)
 

@@ -29,7 +29,7 @@ from s2v.text import strip_reference_token, with_reference_token
 from .config import TEXT_TO_VIDEO, TaskConfig, TrainConfig
 from .data import PairSample, Samples, VideoSample, open_datasets
 
-IDENTITY, MOTION = "identity", "motion"
+IDENTITY, MOTION, IMAGE = "identity", "motion", "image"
 RELEASE_FRAME_GRID = 9
 """The release picks the reference from frames 0, 9, 18, ... of the clip."""
 
@@ -40,11 +40,14 @@ class TaskSchedule:
     def __init__(self, config: TaskConfig, max_steps: int):
         self.mode = config.mode
         self.p = config.motion_share
+        self.image_share = config.image_share
         self.identity_steps = round((1 - self.p) * max_steps)
 
     def task(self, step: int, rng: np.random.Generator) -> str:
         if self.mode == "two-stage":
             return IDENTITY if step < self.identity_steps else MOTION
+        if self.image_share:
+            return IMAGE if rng.random() < self.image_share else MOTION
         return MOTION if rng.random() < self.p else IDENTITY
 
 
@@ -205,6 +208,17 @@ def motion_batch(
         references = torch.zeros_like(latents[:, :1])
     embeds, prompts = _texts(items, device)
     return Batch(MOTION, latents.to(device), references.to(device), keep, embeds, prompts, indices)
+
+
+def image_batch(items: list[EncodedClip], generator: torch.Generator, scaling: float, device) -> Batch:
+    """A text-to-video base's image micro-batch: each clip's first latent frame with the clip's caption, no
+    reference. The first frame of a video is where the sampler's shapes must first appear; alone it costs a
+    fifth of the clip's tokens, so a step sees several times the subjects."""
+    latents = sample_latents([item.video for item in items], generator, scaling)[:, :1]
+    keep = torch.zeros(len(items), dtype=torch.bool)
+    embeds, prompts = _texts(items, device)
+    references = torch.zeros_like(latents)
+    return Batch(IMAGE, latents.to(device), references.to(device), keep, embeds, prompts, [None] * len(items))
 
 
 def sample_latents(

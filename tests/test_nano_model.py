@@ -211,6 +211,9 @@ def test_nano_eval_command_refuses_bad_options_before_loading(capsys):
     assert ".json" in capsys.readouterr().err
     assert nano_cli(["eval", "--limit", "0"]) == 2
     assert nano_cli(["eval", "--steps", "0"]) == 2 and "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        nano_cli(["eval", "--subjects", "everyone"])
+    assert "--subjects" in capsys.readouterr().err
 
 
 def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_line(built, tmp_path, capsys):

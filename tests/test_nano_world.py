@@ -33,6 +33,7 @@ from s2v_nano.world import (
     eval_prompt,
     render_clip,
     render_subject,
+    seen_subjects,
     split_identities,
     write_world,
 )
@@ -184,6 +185,16 @@ def test_world_sets_have_their_counts_and_load_in_train_data(world):
         stored = np.load(folder / "frames.npy", mmap_mode="r")
         assert stored.shape == (count, 9, 48, 48, 3)
         assert np.abs(first.frames.astype(int) - stored[0]).mean() < 6  # H.264 at CRF 25 vs the exact render
+
+
+def test_seen_subjects_are_training_subjects_spread_over_every_value_like_the_held_out_ones():
+    train, held = split_identities(0)
+    seen = seen_subjects(0)
+    assert len(seen) == len(held) and set(seen) <= set(train)
+    for attribute, values in (("shape", SHAPES), ("colour", COLOURS)):
+        counts = Counter(getattr(identity, attribute) for identity in seen)
+        assert set(counts) == set(values) and max(counts.values()) - min(counts.values()) <= 1
+    assert seen_subjects(0) == seen and seen_subjects(1) != seen
 
 
 def test_world_keeps_held_out_identities_for_evaluation_only(world):

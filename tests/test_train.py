@@ -19,6 +19,7 @@ from diffusers import CogVideoXTransformer3DModel
 from safetensors.torch import load_file
 
 from s2v import LoadSettings, load_pipeline
+from s2v.errors import S2VError
 from s2v.loading import OUR_LORA_FILE, load_base_pipeline
 from s2v.model import rotary_embedding
 from s2v.text import REFERENCE_TOKEN
@@ -28,12 +29,14 @@ from s2v_train.data import PairDataset, VideoDataset, write_synthetic_dataset
 from s2v_train.loop import TRAIN_LOG, make_trainable, train
 from s2v_train.tasks import (
     IDENTITY,
+    IMAGE,
     MOTION,
     EncodingPairs,
     EncodingVideos,
     TaskSchedule,
     batch_loss,
     identity_batch,
+    image_batch,
     keep_mask,
     motion_batch,
     needs_reference_frames,
@@ -410,8 +413,6 @@ def test_two_cpu_processes_train_data_parallel_and_save_a_checkpoint(tmp_path):
 
 
 def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
-    from s2v.errors import S2VError
-
     with pytest.raises(S2VError, match="Unknown setting"):
         tiny_config(tmp_path, "tasks.motion_probabilty=0.3")
     with pytest.raises(S2VError, match="between 0 and 1"):
@@ -430,7 +431,6 @@ def test_unknown_or_impossible_settings_are_refused_before_loading(tmp_path):
 
 
 def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
-    from s2v.errors import S2VError
 
     monkeypatch.chdir(tmp_path)
     assert load_config("tiny") == load_config(TINY) == load_config("tiny.yaml")
@@ -579,6 +579,47 @@ def test_a_text_to_video_base_trains_from_a_cache_without_pairs_or_reference_fra
     assert (final / "diffusion_pytorch_model.safetensors").is_file()
     assert [entry["task"] for entry in read_log(config)] == ["motion", "motion"]
     assert read_log(config)[-1]["lr"] == 0.0  # cosine ends at zero
+
+
+@torch.no_grad()
+def test_a_base_image_batch_is_each_clips_first_latent_frame_at_the_stock_first_position(pipe, synthetic):
+    _, videos = synthetic
+    config = TaskConfig(mode="text-to-video")
+    whole = fresh_motion_batch(pipe, videos, [0, 1], config, np.random.default_rng(0), torch.Generator().manual_seed(3))
+    items = [EncodingVideos(pipe, videos, False)[index] for index in (0, 1)]
+    images = image_batch(items, torch.Generator().manual_seed(3), pipe.vae.config.scaling_factor, "cpu")
+    assert images.task == IMAGE and not images.keep.any() and images.prompts == whole.prompts
+    assert torch.equal(images.latents, whole.latents[:, :1])
+    captured = Captured(pipe.transformer)
+    batch_loss(pipe.transformer, pipe.transformer.config, pipe.scheduler, images, torch.Generator(), None, 0)
+    (call,) = captured.calls
+    assert call["hidden_states"].shape[1] == 1
+    stock = rotary_embedding(pipe.transformer.config, 4, 6, 1, first_frame=0)[0]
+    assert torch.equal(call["image_rotary_emb"][0], stock)
+
+
+def test_a_base_with_an_image_share_trains_images_and_videos_and_the_method_refuses_one(tmp_path):
+    schedule = TaskSchedule(TaskConfig(mode="text-to-video", image_share=0.5), max_steps=4000)
+    rng = np.random.default_rng(0)
+    share = np.mean([schedule.task(step, rng) == IMAGE for step in range(4000)])
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / 4000)
+    plain, rng = TaskSchedule(TaskConfig(mode="text-to-video"), max_steps=50), np.random.default_rng(0)
+    assert {plain.task(step, rng) for step in range(50)} == {MOTION}
+    config = tiny_config(
+        tmp_path,
+        "data.pairs=null",
+        "tasks.mode=text-to-video",
+        "tasks.image_share=0.5",
+        "tasks.image_batch_size=3",
+        "model.lora_rank=0",
+        "optim.max_steps=6",
+    )
+    train(config)
+    log = read_log(config)
+    assert {entry["task"] for entry in log} == {IMAGE, MOTION} and all(math.isfinite(e["loss"]) for e in log)
+    for mode, share in (("switched", 0.5), ("text-to-video", 1.0)):
+        with pytest.raises(S2VError, match="tasks.image_share"):
+            tiny_config(tmp_path, f"tasks.mode={mode}", f"tasks.image_share={share}")
 
 
 def test_dropped_captions_become_the_empty_prompt_and_the_rest_stay(pipe, synthetic):
