@@ -142,9 +142,10 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     cache = frozen.parent / f"cache-{frozen.name.removeprefix('frozen-')}"
     paths = [*_base_overrides(folder, plan), *candidate.train]
     if candidate.captions is not None:
-        captions = folder / "captions.jsonl"
+        shared, captions = frozen.parent / "captions" / f"{candidate.captions}.jsonl", folder / "captions.jsonl"
         share = NAMED_SHARE if candidate.named_share is None else candidate.named_share
-        _once(captions, lambda: _write_captions(captions, base_captions_named(world, share, candidate.partial_share)))
+        _once(shared, lambda: _write_captions(shared, base_captions_named(world, share, candidate.partial_share)))
+        _link(captions, shared)  # candidates with the same captions resolve to one file, so they share a cache
         cache = cache.with_name(f"{cache.name}-{candidate.captions}")
         paths.append(f"data.video_captions={captions}")
     paths.append(f"data.cache={cache}")
@@ -159,6 +160,7 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
 
 def _write_captions(path: Path, lines: list[dict]) -> None:
     """Written whole, then renamed: a half-written file would otherwise pass for done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".partial")
     staging.write_text("".join(json.dumps(line) + "\n" for line in lines))
     staging.replace(path)
