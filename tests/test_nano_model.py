@@ -17,7 +17,7 @@ from s2v_nano.analyze import analyze_clip
 from s2v_nano.base import TEXT_LENGTH, nano_tokenizer
 from s2v_nano.build import ABLATIONS, BuildPlan, build, ship_model
 from s2v_nano.evaluate import CONDITIONS, score
-from s2v_nano.grid import grid
+from s2v_nano.grid import CANDIDATES, grid
 from s2v_nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from s2v_nano.world import (
     MOTIONS,
@@ -241,6 +241,7 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     ]
     assert not list((folder / "candidates").glob("*/cache"))
     named = folder / "candidates" / "named-0.9-batch-4"
+    assert (named / "captions.jsonl").resolve() == (folder / "captions" / "named-0.9.jsonl").resolve()
     assert (named / "captions.jsonl").read_text().count("\n") == len(
         (folder / "world" / "base" / "captions.jsonl").read_text().splitlines()
     )
@@ -257,6 +258,13 @@ def test_the_base_grid_gives_each_candidate_its_measured_budget_and_resumes_with
     trained = (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime
     grid(folder, ["reference"], minutes=0.02, plan=BuildPlan.smoke())
     assert (folder / "candidates" / "reference" / "base-train" / "task_log.json").stat().st_mtime == trained
+
+
+def test_candidates_with_the_same_captions_lever_share_one_captions_file_and_cache():
+    named, images = CANDIDATES["named-0.9-batch-4"], CANDIDATES["images-named-0.9-batch-4"]
+    partial = CANDIDATES["partial-named-0.9-batch-4"]
+    assert named.captions == images.captions == "named-0.9" and partial.captions == "named-0.9-partial-0.5"
+    assert CANDIDATES["batch-4"].captions is None and partial.lever.endswith("named share 0.9, partial share 0.5")
 
 
 def test_captions_reads_a_base_or_its_checkpoint_and_refuses_other_folders(built, tmp_path, capsys):
