@@ -81,6 +81,9 @@ CANDIDATES = {
             named_share=0.9,
             train=("tasks.video_batch_size=4", "tasks.image_share=0.5", "tasks.image_batch_size=16"),
         ),
+        Candidate(
+            "ema-named-0.9-batch-4", named_share=0.9, train=("tasks.video_batch_size=4", "optim.ema_decay=0.9999")
+        ),
         Candidate("partial-named-0.9-batch-4", named_share=0.9, partial_share=0.5, train=("tasks.video_batch_size=4",)),
     )
 }
