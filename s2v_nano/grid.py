@@ -58,8 +58,15 @@ class Candidate:
         """The name of the candidate's own base captions (and cache), or None for the world's."""
         if self.named_share is None and not self.partial_share:
             return None
-        named = f"named-{NAMED_SHARE if self.named_share is None else self.named_share:g}"
-        return named + (f"-partial-{self.partial_share:g}" if self.partial_share else "")
+        return f"named-{self._naming:g}" + (f"-partial-{self.partial_share:g}" if self.partial_share else "")
+
+    def caption_lines(self, world: Path) -> list[dict]:
+        """The base clips' caption lines as this candidate names their subjects."""
+        return base_captions_named(world, self._naming, self.partial_share)
+
+    @property
+    def _naming(self) -> float:
+        return NAMED_SHARE if self.named_share is None else self.named_share
 
 
 CANDIDATES = {
@@ -146,8 +153,7 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     paths = [*_base_overrides(folder, plan), *candidate.train]
     if candidate.captions is not None:
         shared, captions = frozen.parent / "captions" / f"{candidate.captions}.jsonl", folder / "captions.jsonl"
-        share = NAMED_SHARE if candidate.named_share is None else candidate.named_share
-        _once(shared, lambda: _write_captions(shared, base_captions_named(world, share, candidate.partial_share)))
+        _once(shared, lambda: _write_captions(shared, candidate.caption_lines(world)))
         _link(captions, shared)  # candidates with the same captions resolve to one file, so they share a cache
         cache = cache.with_name(f"{cache.name}-{candidate.captions}")
         paths.append(f"data.video_captions={captions}")

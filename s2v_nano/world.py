@@ -238,7 +238,7 @@ def _spread(identities: list[Identity], count: int, stream: list[int]) -> list[I
 def clip_caption(identity: Identity | None, scene: str, motion: str, form: str | None = None) -> str:
     """E.g. "a red disc with white stripes moves left on grass", "it moves left on grass" unnamed, or with a
     partial `form` (`PARTIAL_FORMS`) "a red disc moves left on grass"."""
-    return f"{_caption_words(identity, form)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
+    return f"{_subject_words(identity, form)} {MOTION_PHRASES[motion]} {SCENE_PHRASES[scene]}"
 
 
 def subject_caption(identity: Identity | None) -> str:
@@ -254,8 +254,10 @@ def eval_prompt(scene: str, motion: str) -> str:
     return clip_caption(None, scene, motion)
 
 
-def _subject_words(identity: Identity | None) -> str:
-    return UNNAMED if identity is None else _with_article(identity.words)
+def _subject_words(identity: Identity | None, form: str | None = None) -> str:
+    if identity is None:
+        return UNNAMED
+    return _with_article(identity.words if form is None else identity.partial_words(form))
 
 
 def _named(stream: list[int], index: int, share: float = NAMED_SHARE) -> bool:
@@ -291,12 +293,6 @@ def _partial_form(stream: list[int], index: int, share: float) -> str | None:
     """The partial form caption `index` would take if named (None: the whole identity), from its own generator."""
     rng = np.random.default_rng([*stream, index, _PARTIAL])
     return str(rng.choice(PARTIAL_FORMS)) if rng.random() < share else None
-
-
-def _caption_words(identity: Identity | None, form: str | None) -> str:
-    if identity is None or form is None:
-        return _subject_words(identity)
-    return _with_article(identity.partial_words(form))
 
 
 def shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
