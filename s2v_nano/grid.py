@@ -24,9 +24,18 @@ from s2v.errors import S2VError
 from s2v.video import atomic_folder
 
 from .base import untrained_base, write_untrained_base
-from .build import BASE_CONFIG, BuildPlan, _assemble_base, _base_overrides, _evaluate, _train, vae_ceiling
+from .build import (
+    BASE_CONFIG,
+    BuildPlan,
+    _assemble_base,
+    _base_overrides,
+    _evaluate,
+    _train,
+    vae_ceiling,
+    write_captions,
+)
 from .vae import train_vae
-from .world import NAMED_SHARE, base_captions_named, write_world
+from .world import NAMED_SHARE, base_captions_named, world_paths, write_world
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,9 @@ CANDIDATES = {
         Candidate("partial-named-0.9-batch-4", named_share=0.9, partial_share=0.5, train=("tasks.video_batch_size=4",)),
     )
 }
+GRID_REFERENCE = ("tasks.video_batch_size=16", "tasks.image_share=0.0")
+"""The first nano base's recipe, which each candidate moves one lever from (`nano_base.yaml` now holds the
+grid's winner), so the grid's rows stay comparable with the numbers measured on it."""
 FROZEN_PARTS = ("vae", "text_encoder", "tokenizer")
 """What every candidate on one VAE shares, linked from one folder, so they share one prepared cache too."""
 PROBE_STEPS = (3, 13)
@@ -150,14 +162,13 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     untrained = folder / "base-untrained"
     _once(untrained, lambda: _untrained_linked(untrained, frozen, candidate, plan))
     cache = frozen.parent / f"cache-{frozen.name.removeprefix('frozen-')}"
-    paths = [*_base_overrides(folder, plan), *candidate.train]
+    captions = world_paths(world).base_captions
     if candidate.captions is not None:
         shared, captions = frozen.parent / "captions" / f"{candidate.captions}.jsonl", folder / "captions.jsonl"
-        _once(shared, lambda: _write_captions(shared, candidate.caption_lines(world)))
+        _once(shared, lambda: write_captions(shared, candidate.caption_lines(world)))
         _link(captions, shared)  # candidates with the same captions resolve to one file, so they share a cache
         cache = cache.with_name(f"{cache.name}-{candidate.captions}")
-        paths.append(f"data.video_captions={captions}")
-    paths.append(f"data.cache={cache}")
+    paths = [*GRID_REFERENCE, *_base_overrides(folder, plan, captions), *candidate.train, f"data.cache={cache}"]
     _once(cache / "index.json", lambda: _train(BASE_CONFIG, paths, prepare=True))
     steps = budget_steps(folder, paths, minutes)
     trained = [*paths, f"optim.max_steps={steps}", "run.checkpoint_every=100"]
@@ -165,14 +176,6 @@ def run_candidate(folder: Path, candidate: Candidate, world: Path, frozen: Path,
     _once(folder / "base", lambda: _assemble_base(folder))
     _once(scores, lambda: _evaluate(folder, None, plan, ("named",), scores))
     _once(folder / "results" / "captions.json", lambda: _caption_scores(folder, plan))
-
-
-def _write_captions(path: Path, lines: list[dict]) -> None:
-    """Written whole, then renamed: a half-written file would otherwise pass for done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".partial")
-    staging.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    staging.replace(path)
 
 
 def _caption_scores(folder: Path, plan: BuildPlan) -> None:

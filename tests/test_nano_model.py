@@ -23,6 +23,7 @@ from s2v_nano.world import (
     MOTIONS,
     SCENES,
     Identity,
+    base_captions_named,
     clip_caption,
     eval_items,
     render_clip,
@@ -136,7 +137,8 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     folder, scores = built
     log = json.loads((folder / "build_log.json").read_text())
     plan = BuildPlan.smoke()
-    expected = {"world", "vae", "vae ceiling", "base-untrained", "base-cache", "base-train", "base", "eval base"}
+    expected = {"world", "vae", "vae ceiling", "base-untrained", "base captions", "base-cache", "base-train", "base"}
+    expected |= {"eval base"}
     expected |= {"s2v-cache"}
     expected |= {f"s2v {name}" for name in plan.ablations} | {f"eval {name}" for name in plan.ablations}
     assert set(log["stages"]) == expected
@@ -149,6 +151,18 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     assert "| base, no reference |" in table
     task_log = json.loads((folder / "runs" / "image-only" / "task_log.json").read_text())
     assert set(task_log) == {"identity"}
+
+
+def test_the_build_trains_its_base_on_captions_naming_the_plans_share_of_subjects(built):
+    folder, _ = built
+    plan = BuildPlan.smoke()
+    lines = [json.loads(line) for line in (folder / "base-captions.jsonl").read_text().splitlines()]
+    assert lines == base_captions_named(folder / "world", plan.base_named_share)
+    world = (folder / "world" / "base" / "captions.jsonl").read_text().splitlines()
+    named = sum(not line["caption"].startswith("it ") for line in lines)
+    assert named > sum(not json.loads(line)["caption"].startswith("it ") for line in world)
+    index = json.loads((folder / "cache" / "base" / "index.json").read_text())
+    assert any(source.endswith("base-captions.jsonl") for source in index["fingerprint"]["sources"])
 
 
 def test_an_interrupted_build_continues_without_redoing_finished_stages(built):
