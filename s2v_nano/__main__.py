@@ -42,7 +42,8 @@ def build(args: argparse.Namespace) -> int:
     from .build import BuildPlan
     from .build import build as run_build
 
-    run_build(args.folder, BuildPlan.smoke() if args.smoke else BuildPlan.full(), ship=args.ship)
+    plan = BuildPlan.smoke() if args.smoke else BuildPlan.full()
+    run_build(args.folder, plan, ship=args.ship, ablations=args.ablations)
     print(f"built {args.folder}; scores in {args.folder / 'results' / 'table.md'}")
     return 0
 
@@ -141,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--folder", type=Path, default=Path("runs/nano"), help="where to build (default runs/nano)")
     make.add_argument("--smoke", action="store_true", help="toy sizes: checks every stage runs, in about a minute")
     make.add_argument("--ship", action="store_true", help="copy the model and its scores into assets/nano")
+    make.add_argument(
+        "--ablations", action="store_true", help="also the paper's ablations and second seeds, after the shipped run"
+    )
 
     levers = commands.add_parser("grid", help="base candidates, each trained for the same minutes and scored")
     levers.set_defaults(command=grid)

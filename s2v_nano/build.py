@@ -1,10 +1,11 @@
 """`s2v-nano build`: the whole nano chain from nothing, with fixed seeds.
 
-world -> VAE -> untrained base folder -> base text-to-video (`s2v_train/` as a library) -> nano S2V
-and its ablations (the same trainer, one override each, the same budget), each scored by
-`s2v-nano eval`'s evaluator as soon as it is trained -> the shipped files. Every stage
-writes its output once and is skipped when that output exists, and training stages resume their
-last checkpoint, so an interrupted build continues where it stopped. Stage times go to build_log.json.
+The shipping chain: world -> VAE -> untrained base folder -> base text-to-video (`s2v_train/` as a
+library) -> the shipped nano S2V run, scored by `s2v-nano eval`'s evaluator -> the shipped files. With
+`ablations`, then METHOD §5's ablations and the second seeds (the same trainer, one override each, the
+shipped run's budget), each scored as soon as it is trained. Every stage writes its output once and is
+skipped when that output exists, and training stages resume their last checkpoint, so an interrupted
+build continues where it stopped. Stage times go to build_log.json.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class BuildPlan:
     ablations: tuple[str, ...] = tuple(ABLATIONS)
     shipped: str = "switched-p0.4"
     """The run scored under every condition and shipped: the better of the two switched runs measured here."""
+    second_seeds: tuple[str, ...] = ("switched-p0.4", "switched")
+    """Runs trained again with the next seed, so their gap can be told from run-to-run noise."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     ceiling_clips: int = 8
     """Clips per held-out subject for the VAE's ceiling: 192 in all."""
@@ -79,15 +82,19 @@ class BuildPlan:
             batch_overrides=["tasks.video_batch_size=2", "tasks.image_batch_size=2"],
             ablations=("switched", "image-only"),
             shipped="switched",
+            second_seeds=("switched",),
             eval=EvalSettings(limit=2, steps=2, batch_size=2),
             ceiling_clips=1,
         )
 
 
-def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
-    """Run every stage not yet done into `folder`; returns the scores of every run."""
-    if plan.shipped not in plan.ablations:
-        raise S2VError(f"The shipped run {plan.shipped!r} is not one of the plan's runs: {', '.join(plan.ablations)}.")
+def build(folder: str | Path, plan: BuildPlan, ship: bool = False, ablations: bool = False) -> dict:
+    """Run every stage not yet done into `folder` (the ablations too with `ablations`); returns the scores."""
+    unknown = {plan.shipped, *plan.second_seeds} - set(plan.ablations)
+    if unknown:
+        raise S2VError(
+            f"{', '.join(map(repr, sorted(unknown)))} is not one of the plan's runs: {', '.join(plan.ablations)}."
+        )
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "build_log.json"
@@ -105,11 +112,35 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
         log["stages"][name] = round(time.perf_counter() - started, 1)
         log_path.write_text(json.dumps(log, indent=1))
 
+    _base_stages(root, plan, stage)
+    runs = [plan.shipped, *(_ablation_runs(plan) if ablations else [])]
+    for name in runs:
+        _s2v_stages(root, plan, stage, name)
+        scores = _write_table(root, plan, log["stages"])
+    if ablations:
+        minutes = sum(log["stages"].get(f"{kind} {name}", 0) for name in runs[1:] for kind in ("s2v", "eval")) / 60
+        print(f"ablations and second seeds: {minutes:.0f} minutes of training and scoring", flush=True)
+    if ship:
+        ship_model(root, plan.shipped)
+    return scores
+
+
+def _write_table(root: Path, plan: BuildPlan, stages: dict[str, float]) -> dict[str, dict]:
+    """results/table.md from every run scored so far; returns their scores."""
+    results = root / "results"
+    names = ("base", *plan.ablations, *_second_seed_runs(plan))
+    scores = {name: json.loads(path.read_text()) for name in names if (path := results / f"{name}.json").exists()}
+    ceiling = json.loads((results / "vae_ceiling.json").read_text())
+    (results / "table.md").write_text(ablation_table(scores, stages, ceiling))
+    return scores
+
+
+def _base_stages(root: Path, plan: BuildPlan, stage) -> None:
+    """World, VAE and its ceiling, the base trained and scored, the S2V cache."""
     world = root / "world"
     stage("world", world, lambda: write_world(world, seed=plan.seed, **plan.world))
     stage("vae", root / "vae", lambda: train_vae(world, root / "vae", plan.vae))
-    results = root / "results"
-    ceiling = results / "vae_ceiling.json"
+    ceiling = root / "results" / "vae_ceiling.json"
     stage("vae ceiling", ceiling, lambda: vae_ceiling(root / "vae", plan, ceiling))
     untrained = root / "base-untrained"
     stage("base-untrained", untrained, lambda: write_untrained_base(root / "vae", untrained, plan.seed))
@@ -121,22 +152,34 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False) -> dict:
     stage("base-cache", root / "cache" / "base" / "index.json", lambda: _train(BASE_CONFIG, base_paths, prepare=True))
     stage("base-train", root / "base-train" / "task_log.json", lambda: _train(BASE_CONFIG, base_paths))
     stage("base", root / "base", lambda: _assemble_base(root))
-    base_scores = results / "base.json"
+    base_scores = root / "results" / "base.json"
     stage("eval base", base_scores, lambda: _evaluate(root, None, plan, ("none", "named"), base_scores))
     s2v_cache = root / "cache" / "s2v" / "index.json"
     stage("s2v-cache", s2v_cache, lambda: _train(S2V_CONFIG, _s2v_overrides(root, plan), prepare=True))
-    for name in plan.ablations:
-        run, out = root / "runs" / name, results / f"{name}.json"
-        overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}"] + ABLATIONS[name]
-        conditions = CONDITIONS if name == plan.shipped else ("reference",)
-        stage(f"s2v {name}", run / "task_log.json", lambda overrides=overrides: _train(S2V_CONFIG, overrides))
-        stage(f"eval {name}", out, lambda run=run, c=conditions, out=out: _evaluate(root, run / "lora", plan, c, out))
-        finished = ["base", *plan.ablations[: plan.ablations.index(name) + 1]]
-        scores = {done: json.loads((results / f"{done}.json").read_text()) for done in finished}
-        (results / "table.md").write_text(ablation_table(scores, log["stages"], json.loads(ceiling.read_text())))
-    if ship:
-        ship_model(root, plan.shipped)
-    return scores
+
+
+def _s2v_stages(root: Path, plan: BuildPlan, stage, name: str) -> None:
+    """One S2V run trained and scored: the shipped one under every condition, the others with the reference."""
+    run, out = root / "runs" / name, root / "results" / f"{name}.json"
+    ablation, seed = _parse_run(name, plan)
+    overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}", f"run.seed={seed}"] + ABLATIONS[ablation]
+    conditions = CONDITIONS if name == plan.shipped else ("reference",)
+    stage(f"s2v {name}", run / "task_log.json", lambda: _train(S2V_CONFIG, overrides))
+    stage(f"eval {name}", out, lambda: _evaluate(root, run / "lora", plan, conditions, out))
+
+
+def _ablation_runs(plan: BuildPlan) -> list[str]:
+    return [name for name in plan.ablations if name != plan.shipped] + _second_seed_runs(plan)
+
+
+def _second_seed_runs(plan: BuildPlan) -> list[str]:
+    return [f"{name}-seed{plan.seed + 1}" for name in plan.second_seeds]
+
+
+def _parse_run(name: str, plan: BuildPlan) -> tuple[str, int]:
+    """A run's ablation and seed: "switched-seed1" is the switched ablation at seed 1."""
+    ablation, _, seed = name.rpartition("-seed")
+    return (ablation, int(seed)) if ablation in plan.second_seeds else (name, plan.seed)
 
 
 def _base_overrides(root: Path, plan: BuildPlan, captions: Path) -> list[str]:

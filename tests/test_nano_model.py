@@ -39,10 +39,13 @@ SMALL_WORLD = dict(base_clips=8, pairs=6, motion_clips=6, eval_per_subject=1)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The smoke build: every stage of `s2v-nano build` at toy sizes, once for the module."""
+    """The smoke build: every stage of `s2v-nano build` at toy sizes, the shipping chain then the ablations,
+    once for the module; also what the shipping chain alone had trained and scored."""
     folder = tmp_path_factory.mktemp("nano") / "build"
-    scores = build(folder, BuildPlan.smoke())
-    return folder, scores
+    chain = build(folder, BuildPlan.smoke())
+    trained = sorted(path.name for path in (folder / "runs").iterdir())
+    scores = build(folder, BuildPlan.smoke(), ablations=True)
+    return folder, scores, chain, trained
 
 
 def test_every_world_caption_is_in_the_vocabulary_and_fits(tmp_path):
@@ -133,16 +136,22 @@ def test_a_video_that_repeats_its_reference_counts_as_a_copy():
     assert result.copy == 100.0 and result.dynamic == 0.0
 
 
+def test_the_shipping_chain_trains_and_scores_only_the_shipped_run(built):
+    _, _, chain, trained = built
+    assert trained == [BuildPlan.smoke().shipped] and set(chain) == {"base", BuildPlan.smoke().shipped}
+
+
 def test_smoke_build_runs_every_stage_and_scores_every_run(built):
-    folder, scores = built
+    folder, scores, _, _ = built
     log = json.loads((folder / "build_log.json").read_text())
     plan = BuildPlan.smoke()
     expected = {"world", "vae", "vae ceiling", "base-untrained", "base captions", "base-cache", "base-train", "base"}
     expected |= {"eval base"}
     expected |= {"s2v-cache"}
-    expected |= {f"s2v {name}" for name in plan.ablations} | {f"eval {name}" for name in plan.ablations}
+    runs = [*plan.ablations, "switched-seed1"]
+    expected |= {f"s2v {name}" for name in runs} | {f"eval {name}" for name in runs}
     assert set(log["stages"]) == expected
-    assert set(scores) == {"base", *plan.ablations} and set(plan.ablations) <= set(ABLATIONS)
+    assert set(scores) == {"base", *runs} and set(plan.ablations) <= set(ABLATIONS)
     assert set(scores["base"]["scores"]) == {"none", "named"}
     assert set(scores["switched"]["scores"]) == set(CONDITIONS)
     assert set(scores["image-only"]["scores"]) == {"reference"}
@@ -151,10 +160,19 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     assert "| base, no reference |" in table
     task_log = json.loads((folder / "runs" / "image-only" / "task_log.json").read_text())
     assert set(task_log) == {"identity"}
+    assert "| switched-seed1 |" in table
+
+
+def test_a_second_seed_trains_the_same_recipe_from_other_draws(built):
+    folder, _, _, _ = built
+    first, second = (folder / "runs" / name / "train_log.jsonl" for name in ("switched", "switched-seed1"))
+    lines = [[json.loads(line) for line in path.read_text().splitlines()] for path in (first, second)]
+    assert len(lines[0]) == len(lines[1])
+    assert [line["loss"] for line in lines[0]] != [line["loss"] for line in lines[1]]
 
 
 def test_the_build_trains_its_base_on_captions_naming_the_plans_share_of_subjects(built):
-    folder, _ = built
+    folder, *_ = built
     plan = BuildPlan.smoke()
     lines = [json.loads(line) for line in (folder / "base-captions.jsonl").read_text().splitlines()]
     assert lines == base_captions_named(folder / "world", plan.base_named_share)
@@ -166,12 +184,12 @@ def test_the_build_trains_its_base_on_captions_naming_the_plans_share_of_subject
 
 
 def test_an_interrupted_build_continues_without_redoing_finished_stages(built):
-    folder, _ = built
+    folder, *_ = built
     before = (folder / "build_log.json").read_text()
     lora = folder / "runs" / "switched" / "lora" / "pytorch_lora_weights.safetensors"
     stamp = lora.stat().st_mtime_ns
     (folder / "results" / "image-only.json").unlink()
-    build(folder, BuildPlan.smoke())
+    build(folder, BuildPlan.smoke(), ablations=True)
     assert lora.stat().st_mtime_ns == stamp
     assert json.loads((folder / "build_log.json").read_text())["stages"].keys() == json.loads(before)["stages"].keys()
     assert (folder / "results" / "image-only.json").is_file()
@@ -180,7 +198,7 @@ def test_an_interrupted_build_continues_without_redoing_finished_stages(built):
 def test_a_build_folder_refuses_another_plan(built):
     from s2v.errors import S2VError
 
-    folder, _ = built
+    folder, *_ = built
     with pytest.raises(S2VError, match="another plan"):
         build(folder, BuildPlan.full())
 
@@ -198,7 +216,7 @@ def test_a_plan_must_ship_one_of_its_runs(tmp_path):
 def test_shipping_copies_the_named_run_and_halves_the_base(built, tmp_path):
     from safetensors.torch import load_file
 
-    folder, _ = built
+    folder, *_ = built
     ship_model(folder, "image-only", tmp_path / "nano")
     shipped = tmp_path / "nano" / "lora" / "pytorch_lora_weights.safetensors"
     assert shipped.read_bytes() == (folder / "runs" / "image-only" / "lora" / shipped.name).read_bytes()
@@ -210,7 +228,7 @@ def test_shipping_copies_the_named_run_and_halves_the_base(built, tmp_path):
 def test_shipping_a_run_that_was_not_trained_keeps_the_shipped_model(built, tmp_path):
     from s2v.errors import S2VError
 
-    folder, _ = built
+    folder, *_ = built
     ship_model(folder, "switched", tmp_path / "nano")
     before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
     with pytest.raises(S2VError, match="no trained LoRA"):
@@ -231,7 +249,7 @@ def test_nano_eval_command_refuses_bad_options_before_loading(capsys):
 
 
 def test_the_nano_base_is_a_cogvideox_folder_that_generates_from_the_command_line(built, tmp_path, capsys):
-    folder, _ = built
+    folder, *_ = built
     subject = folder / "world" / "eval" / "refs"
     reference = next(subject.glob("*.png"))
     out = tmp_path / "nano.mp4"
@@ -282,7 +300,7 @@ def test_candidates_with_the_same_captions_lever_share_one_captions_file_and_cac
 
 
 def test_captions_reads_a_base_or_its_checkpoint_and_refuses_other_folders(built, tmp_path, capsys):
-    folder, _ = built
+    folder, *_ = built
     assert nano_cli(["captions", "--model", str(folder / "base"), "--limit", "1"]) == 0
     out = capsys.readouterr().out
     assert "text -> shape" in out and "/1 (chance 20%)" in out and "motion" in out
