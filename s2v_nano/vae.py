@@ -65,9 +65,13 @@ class VAETrainConfig:
     """Steps between resumable checkpoints, so a long VAE run survives an interrupted build."""
     spatial_compression: int = 4
     """Pixels per latent cell along each side: 4 (12x12 latents, the first nano) or 2 (24x24: finer shapes)."""
+    channels: tuple[int, ...] = CHANNELS
+    """Channels per resolution level, full resolution first (wider: more time training, caching and decoding)."""
 
 
-def new_vae(seed: int = 0, spatial_compression: int = 4) -> AutoencoderKLCogVideoX:
+def new_vae(
+    seed: int = 0, spatial_compression: int = 4, channels: tuple[int, ...] = CHANNELS
+) -> AutoencoderKLCogVideoX:
     levels = {2: 2, 4: 3}.get(spatial_compression)
     if levels is None:
         raise S2VError(f"The nano VAE compresses space 2x or 4x, not {spatial_compression}x.")
@@ -76,7 +80,7 @@ def new_vae(seed: int = 0, spatial_compression: int = 4) -> AutoencoderKLCogVide
         VAE_CONFIG,
         down_block_types=("CogVideoXDownBlock3D",) * levels,
         up_block_types=("CogVideoXUpBlock3D",) * levels,
-        block_out_channels=CHANNELS[:levels],
+        block_out_channels=tuple(channels[:levels]),
     )
     return AutoencoderKLCogVideoX(**config)
 
@@ -167,7 +171,7 @@ class _TrainState:
     @classmethod
     def start(cls, config: VAETrainConfig, path: Path) -> _TrainState:
         """A fresh run, or the checkpoint at `path` when it was written with this very config."""
-        vae = new_vae(config.seed, config.spatial_compression).train()
+        vae = new_vae(config.seed, config.spatial_compression, config.channels).train()
         optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, config))
         rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)

@@ -77,6 +77,13 @@ def test_vae_training_writes_a_loadable_folder_with_a_measured_scaling_factor(tm
     assert 0 < ceiling.psnr < 40
 
 
+def test_a_vae_is_as_wide_as_its_config_says(tmp_path):
+    world = write_world(tmp_path / "world", **SMALL_WORLD).root
+    config = VAETrainConfig(steps=1, clip_batch=2, image_batch=2, warmup_steps=1, channels=(8, 16, 24))
+    saved = json.loads((train_vae(world, tmp_path / "vae", config) / "config.json").read_text())
+    assert saved["block_out_channels"] == [8, 16, 24]
+
+
 def test_an_interrupted_vae_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
     import s2v_nano.vae as vae_module
 
