@@ -143,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--smoke", action="store_true", help="toy sizes: checks every stage runs, in about a minute")
     make.add_argument("--ship", action="store_true", help="copy the model and its scores into assets/nano")
     make.add_argument(
-        "--ablations", action="store_true", help="also the paper's ablations and second seeds, after the shipped run"
+        "--ablations",
+        action="store_true",
+        help="after the shipped run, also the paper's ablations, second seeds and other LoRA ranks",
     )
 
     levers = commands.add_parser("grid", help="base candidates, each trained for the same minutes and scored")

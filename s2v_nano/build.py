@@ -33,6 +33,9 @@ BASE_CONFIG = CONFIGS / "nano_base.yaml"
 S2V_CONFIG = CONFIGS / "nano_s2v.yaml"
 SHIPPED = NANO_FOLDER
 
+FULL_LEARNING_RATE = 2e-4
+"""Full fine-tuning's learning rate: the LoRA's 1e-3 would move every weight of the trained base as far."""
+
 ABLATIONS = {
     "switched": [],
     "image-only": ["tasks.mode=image-only"],
@@ -64,6 +67,9 @@ class BuildPlan:
     """The run scored under every condition and shipped: the better of the two switched runs measured here."""
     second_seeds: tuple[str, ...] = ("switched-p0.4", "switched")
     """Runs trained again with the next seed, so their gap can be told from run-to-run noise."""
+    ranks: tuple[int, ...] = (8, 128, 0)
+    """LoRA ranks trained at the shipped run's recipe and budget beside its own, to choose the rank by
+    measurement; 0 fine-tunes the whole transformer instead (at `FULL_LEARNING_RATE`)."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     ceiling_clips: int = 8
     """Clips per held-out subject for the VAE's ceiling: 192 in all."""
@@ -83,6 +89,7 @@ class BuildPlan:
             ablations=("switched", "image-only"),
             shipped="switched",
             second_seeds=("switched",),
+            ranks=(4, 0),
             eval=EvalSettings(limit=2, steps=2, batch_size=2),
             ceiling_clips=1,
         )
@@ -113,7 +120,7 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False, ablations: bo
         log_path.write_text(json.dumps(log, indent=1))
 
     _base_stages(root, plan, stage)
-    runs = [plan.shipped, *(_ablation_runs(plan) if ablations else [])]
+    runs = [plan.shipped, *(name for name in plan_runs(plan) if name != plan.shipped and ablations)]
     for name in runs:
         _s2v_stages(root, plan, stage, name)
         scores = _write_table(root, plan, log["stages"])
@@ -128,7 +135,7 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False, ablations: bo
 def _write_table(root: Path, plan: BuildPlan, stages: dict[str, float]) -> dict[str, dict]:
     """results/table.md from every run scored so far; returns their scores."""
     results = root / "results"
-    names = ("base", *plan.ablations, *_second_seed_runs(plan))
+    names = ("base", *plan_runs(plan))
     scores = {name: json.loads(path.read_text()) for name in names if (path := results / f"{name}.json").exists()}
     ceiling = json.loads((results / "vae_ceiling.json").read_text())
     (results / "table.md").write_text(ablation_table(scores, stages, ceiling))
@@ -161,25 +168,34 @@ def _base_stages(root: Path, plan: BuildPlan, stage) -> None:
 def _s2v_stages(root: Path, plan: BuildPlan, stage, name: str) -> None:
     """One S2V run trained and scored: the shipped one under every condition, the others with the reference."""
     run, out = root / "runs" / name, root / "results" / f"{name}.json"
-    ablation, seed = _parse_run(name, plan)
-    overrides = _s2v_overrides(root, plan) + [f"run.output_dir={run}", f"run.seed={seed}"] + ABLATIONS[ablation]
+    overrides = [*_s2v_overrides(root, plan), f"run.output_dir={run}", *plan_runs(plan)[name]]
     conditions = CONDITIONS if name == plan.shipped else ("reference",)
     stage(f"s2v {name}", run / "task_log.json", lambda: _train(S2V_CONFIG, overrides))
-    stage(f"eval {name}", out, lambda: _evaluate(root, run / "lora", plan, conditions, out))
+    if (run / "lora").is_dir():
+        stage(f"eval {name}", out, lambda: _evaluate(root, run / "lora", plan, conditions, out))
+    else:  # full fine-tuning: the base with its own transformer
+        model = run / "model"
+        stage(
+            f"eval {name}",
+            out,
+            lambda: _evaluate(root, None, plan, conditions, out, _assemble(root / "base", run, model)),
+        )
 
 
-def _ablation_runs(plan: BuildPlan) -> list[str]:
-    return [name for name in plan.ablations if name != plan.shipped] + _second_seed_runs(plan)
-
-
-def _second_seed_runs(plan: BuildPlan) -> list[str]:
-    return [f"{name}-seed{plan.seed + 1}" for name in plan.second_seeds]
-
-
-def _parse_run(name: str, plan: BuildPlan) -> tuple[str, int]:
-    """A run's ablation and seed: "switched-seed1" is the switched ablation at seed 1."""
-    ablation, _, seed = name.rpartition("-seed")
-    return (ablation, int(seed)) if ablation in plan.second_seeds else (name, plan.seed)
+def plan_runs(plan: BuildPlan) -> dict[str, list[str]]:
+    """Every S2V run of the plan, each as its overrides of `nano_s2v.yaml`: the ablations, the second seeds
+    ("switched-seed1") and the shipped recipe at other ranks ("switched-p0.4-rank8", "switched-p0.4-full")."""
+    runs = {name: ABLATIONS[name] for name in plan.ablations}
+    seed = plan.seed + 1
+    runs |= {f"{name}-seed{seed}": [*ABLATIONS[name], f"run.seed={seed}"] for name in plan.second_seeds}
+    for rank in plan.ranks:
+        ranked = [f"model.lora_rank={rank}", f"model.lora_alpha={rank}"]
+        full = ["model.lora_rank=0", f"optim.learning_rate={FULL_LEARNING_RATE}"]
+        runs[f"{plan.shipped}-{f'rank{rank}' if rank else 'full'}"] = [
+            *ABLATIONS[plan.shipped],
+            *(ranked if rank else full),
+        ]
+    return runs
 
 
 def _base_overrides(root: Path, plan: BuildPlan, captions: Path) -> list[str]:
@@ -234,10 +250,17 @@ def _train(config: Path, overrides: list[str], prepare: bool = False) -> None:
 
 def _assemble_base(root: Path) -> None:
     """The untrained folder with the trained transformer: the nano stand-in for THUDM/CogVideoX-5b."""
-    with atomic_folder(root / "base") as staging:
-        shutil.copytree(root / "base-untrained", staging, dirs_exist_ok=True)
-        shutil.rmtree(staging / "transformer")
-        shutil.copytree(root / "base-train" / "transformer", staging / "transformer")
+    _assemble(root / "base-untrained", root / "base-train", root / "base")
+
+
+def _assemble(model: Path, run: Path, destination: Path) -> Path:
+    """`model`'s folder with the transformer `run` trained, written once to `destination`."""
+    if not destination.exists():
+        with atomic_folder(destination) as staging:
+            shutil.copytree(model, staging, dirs_exist_ok=True)
+            shutil.rmtree(staging / "transformer")
+            shutil.copytree(run / "transformer", staging / "transformer")
+    return destination
 
 
 def vae_ceiling(vae: Path, plan: BuildPlan, out: Path) -> None:
@@ -252,12 +275,14 @@ def vae_ceiling(vae: Path, plan: BuildPlan, out: Path) -> None:
     print(result, flush=True)
 
 
-def _evaluate(root: Path, lora: Path | None, plan: BuildPlan, conditions: tuple[str, ...], out: Path) -> None:
-    """Scores of the base with `lora` (None: the text-to-video base alone) under `conditions`."""
+def _evaluate(
+    root: Path, lora: Path | None, plan: BuildPlan, conditions: tuple[str, ...], out: Path, model: Path | None = None
+) -> None:
+    """Scores of the base (or `model`) with `lora` (None: the model alone) under `conditions`."""
     from s2v.loading import LoadSettings, load_pipeline
 
     torch.manual_seed(plan.seed)
-    pipe = load_pipeline(LoadSettings(preset="nano", model=str(root / "base"), lora=lora and str(lora)))
+    pipe = load_pipeline(LoadSettings(preset="nano", model=str(model or root / "base"), lora=lora and str(lora)))
     pipe.set_progress_bar_config(disable=True)
     settings = EvalSettings(**{**asdict(plan.eval), "seed": plan.seed, "conditions": conditions})
     report = evaluate(pipe, settings)

@@ -155,7 +155,7 @@ def test_smoke_build_runs_every_stage_and_scores_every_run(built):
     expected = {"world", "vae", "vae ceiling", "base-untrained", "base captions", "base-cache", "base-train", "base"}
     expected |= {"eval base"}
     expected |= {"s2v-cache"}
-    runs = [*plan.ablations, "switched-seed1"]
+    runs = [*plan.ablations, "switched-seed1", "switched-rank4", "switched-full"]
     expected |= {f"s2v {name}" for name in runs} | {f"eval {name}" for name in runs}
     assert set(log["stages"]) == expected
     assert set(scores) == {"base", *runs} and set(plan.ablations) <= set(ABLATIONS)
@@ -176,6 +176,19 @@ def test_a_second_seed_trains_the_same_recipe_from_other_draws(built):
     lines = [[json.loads(line) for line in path.read_text().splitlines()] for path in (first, second)]
     assert len(lines[0]) == len(lines[1])
     assert [line["loss"] for line in lines[0]] != [line["loss"] for line in lines[1]]
+
+
+def test_the_rank_runs_train_the_shipped_recipe_at_another_rank_and_as_a_full_fine_tune(built):
+    from safetensors.torch import load_file
+
+    folder, scores, _, _ = built
+    lora = load_file(folder / "runs" / "switched-rank4" / "lora" / "pytorch_lora_weights.safetensors")
+    assert {tensor.shape[0] for name, tensor in lora.items() if "lora_A" in name} == {4}
+    full = folder / "runs" / "switched-full"
+    assert not (full / "lora").exists() and set(scores["switched-full"]["scores"]) == {"reference"}
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    tuned, base = load_file(full / weights), load_file(folder / "base" / weights)
+    assert (full / "model" / "transformer").is_dir() and any(not torch.equal(tuned[k], base[k]) for k in base)
 
 
 def test_the_build_trains_its_base_on_captions_naming_the_plans_share_of_subjects(built):
