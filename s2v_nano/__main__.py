@@ -75,6 +75,7 @@ def evaluate(args: argparse.Namespace) -> int:
     report.settings.update(model=args.model or PRESETS[args.preset].model, lora=args.lora)
     print(report.table())
     print(f"chance: {json.dumps(CHANCE)}; {time.perf_counter() - started:.0f} s")
+    print("\nstrict motion by prompted motion (chance 1/8):\n" + report.motion_table())
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report.to_json())
@@ -119,6 +120,7 @@ def _eval_settings(args: argparse.Namespace) -> dict:
     return dict(
         seed=args.world_seed,
         subjects=args.subjects,
+        per_subject=whole_number(args.per_subject, "--per-subject", 1),
         limit=None if args.limit is None else whole_number(args.limit, "--limit", 1),
         steps=None if args.steps is None else whole_number(args.steps, "--steps", 1, MAX_STEPS),
         guidance=None if args.guidance is None else real_number(args.guidance, "--guidance", 0.0),
@@ -173,7 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--steps", type=int, help="denoising steps (default: the nano preset's)")
     score.add_argument("--guidance", type=float, help="guidance scale (default: the nano preset's)")
     score.add_argument("--cache", choices=CACHE_METHODS, default="none", help="a cache acceleration (default none)")
-    score.add_argument("--limit", type=int, help="only the first N of the 192 items (a quick look)")
+    score.add_argument("--limit", type=int, help="only the first N of the items (a quick look)")
+    score.add_argument(
+        "--per-subject", type=int, default=8, help="prompts per subject, a motion each in turn (default 8: 192 items)"
+    )
     score.add_argument("--batch-size", type=int, default=16, help="videos generated together (default 16)")
     score.add_argument(
         "--conditions", default="reference,shuffled,none", help="any of reference,shuffled,none,named,drawn"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from s2v.errors import S2VError
 
 from .analyze import ClipAnalysis, analyze_clip
-from .world import SUBJECT_SETS, Identity, eval_items, render_subject, seen_subjects, split_identities
+from .world import MOTIONS, SUBJECT_SETS, Identity, eval_items, render_subject, seen_subjects, split_identities
 
 CONDITIONS = ("reference", "shuffled", "none", "named", "drawn")
 """The subject's own reference; another held-out subject's; none at all; none, but the prompt names the
@@ -40,6 +40,7 @@ class EvalSettings:
     subjects: str = "held-out"
     """Whose items: the held-out subjects (`SUBJECT_SETS`), or as many training subjects ("seen"), spread alike."""
     per_subject: int = 8
+    """Prompts per subject, one motion each in turn: 8 gives 24 items of each motion, 16 gives 48."""
     limit: int | None = None
     """Evaluate only the first `limit` items (a quick look); the full set is 24 subjects x 8 prompts."""
     steps: int | None = None
@@ -73,6 +74,8 @@ class ConditionScores:
     """The subject is found in every frame (it never fades in, vanishes or leaves)."""
     motion_strict: float
     """The right motion with the subject present in every frame: motion read from a partial track does not count."""
+    strict_by_motion: dict[str, list[int]] = field(default_factory=dict)
+    """Strict motion per prompted motion as [right, items]: "still" and "circle" fail apart from the rest."""
 
 
 @dataclass
@@ -99,6 +102,15 @@ class EvalReport:
                 f"{a['accent']:.1f} | {s.motion:.1f} | {s.motion_strict:.1f} | {s.present:.1f} | {s.dynamic:.1f} | "
                 f"{s.scene:.1f} | {s.smoothness:.3f} | {s.copy:.1f} |"
             )
+        return header + "\n".join(rows)
+
+    def motion_table(self) -> str:
+        """Markdown: strict motion per prompted motion, k/n items, one row per condition (chance 1/8)."""
+        header = f"| condition | {' | '.join(MOTIONS)} |\n|---|{'---|' * len(MOTIONS)}\n"
+        rows = []
+        for name, s in self.scores.items():
+            cells = [f"{k}/{n}" for k, n in (s.strict_by_motion.get(m, (0, 0)) for m in MOTIONS)]
+            rows.append(f"| {name} | {' | '.join(cells)} |")
         return header + "\n".join(rows)
 
 
@@ -154,6 +166,13 @@ def score(
     present = [bool(a.found.all()) for a in analyses]
     every_own = np.all([matches(own, name) for name in ATTRIBUTES], axis=0)
     copies = [s is not None and _copies(video, references[s]) for video, s in zip(videos, shown, strict=True)]
+    right = [p and a.motion == item["motion"] for p, a, item in zip(present, analyses, items, strict=True)]
+    asked = [item["motion"] for item in items]
+    by_motion = {
+        motion: [sum(r for r, m in zip(right, asked, strict=True) if m == motion), asked.count(motion)]
+        for motion in MOTIONS
+        if motion in asked
+    }
     return ConditionScores(
         videos=len(items),
         identity=_percent(every),
@@ -166,9 +185,8 @@ def score(
         copy=_percent(copies),
         detected=_percent([a.shape is not None for a in analyses]),
         present=_percent(present),
-        motion_strict=_percent(
-            [p and a.motion == item["motion"] for p, a, item in zip(present, analyses, items, strict=True)]
-        ),
+        motion_strict=_percent(right),
+        strict_by_motion=by_motion,
     )
 
 

@@ -16,7 +16,7 @@ from s2v_nano.__main__ import main as nano_cli
 from s2v_nano.analyze import analyze_clip
 from s2v_nano.base import TEXT_LENGTH, nano_tokenizer
 from s2v_nano.build import ABLATIONS, BuildPlan, build, ship_model
-from s2v_nano.evaluate import CONDITIONS, score
+from s2v_nano.evaluate import CONDITIONS, EvalReport, score
 from s2v_nano.grid import CANDIDATES, grid
 from s2v_nano.vae import VAETrainConfig, reconstruction_ceiling, train_vae
 from s2v_nano.world import (
@@ -132,6 +132,21 @@ def test_scores_of_ground_truth_videos_are_perfect_and_a_wrong_reference_scores_
     wrong = [held[(held.index(Identity.from_id(item["identity"])) + 12) % len(held)].id for item in items]
     shuffled = score(items, wrong, analyses, videos, references)
     assert shuffled.identity == 0.0 and shuffled.identity_of_item == 100.0
+
+
+def test_strict_motion_is_counted_per_prompted_motion():
+    held = split_identities(0)[1]
+    items = eval_items(held[:4], per_subject=8)
+    videos = _clips(items)
+    circling = [i for i, item in enumerate(items) if item["motion"] == "circle"]
+    for i in circling:  # a circle prompt answered by the next prompt's (other) motion
+        videos[i] = videos[i + 1]
+    analyses = [analyze_clip(video) for video in videos]
+    references = {identity.id: render_subject(identity, 48, 48) for identity in held}
+    result = score(items, [item["identity"] for item in items], analyses, videos, references)
+    assert result.strict_by_motion == {motion: [0 if motion == "circle" else 4, 4] for motion in MOTIONS}
+    report = EvalReport(settings={}, scores={"reference": result})
+    assert "| reference | " in report.motion_table() and "| 0/4 |" in report.motion_table()
 
 
 def test_a_video_that_repeats_its_reference_counts_as_a_copy():
@@ -262,6 +277,7 @@ def test_nano_eval_command_refuses_bad_options_before_loading(capsys):
     assert nano_cli(["eval", "--out", "scores.txt"]) == 2
     assert ".json" in capsys.readouterr().err
     assert nano_cli(["eval", "--limit", "0"]) == 2
+    assert nano_cli(["eval", "--per-subject", "0"]) == 2 and "--per-subject" in capsys.readouterr().err
     assert nano_cli(["eval", "--steps", "0"]) == 2 and "--steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         nano_cli(["eval", "--subjects", "everyone"])
