@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--ablations",
         action="store_true",
-        help="after the shipped run, also the paper's ablations, second seeds and other LoRA ranks",
+        help="after the shipped run, also the paper's ablations, second seeds, other LoRA ranks and a full fine-tune",
     )
 
     levers = commands.add_parser("grid", help="base candidates, each trained for the same minutes and scored")

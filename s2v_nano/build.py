@@ -2,8 +2,9 @@
 
 The shipping chain: world -> VAE -> untrained base folder -> base text-to-video (`s2v_train/` as a
 library) -> the shipped nano S2V run, scored by `s2v-nano eval`'s evaluator -> the shipped files. With
-`ablations`, then METHOD §5's ablations and the second seeds (the same trainer, one override each, the
-shipped run's budget), each scored as soon as it is trained. Every stage writes its output once and is
+`ablations`, then METHOD §5's ablations, second seeds and the shipped recipe at other ranks (the same
+trainer, a few overrides each, the shipped run's budget), each scored as soon as it is trained: the chain
+fits one working day on 2 cores, the comparisons come after it. Every stage writes its output once and is
 skipped when that output exists, and training stages resume their last checkpoint, so an interrupted
 build continues where it stopped. Stage times go to build_log.json.
 """
@@ -59,7 +60,7 @@ class BuildPlan:
     (0.5) is for the method's data. Told held-out names, a base trained at 0.5 drew shapes 46/192, at 0.9
     98/192 (`s2v-nano grid`, README)."""
     base_steps: int = 53_052
-    """The grid's long budget (two hours of one core at batch 4), so the build's base is the grid's measured run."""
+    """The batch-4 grid runs' 120-minute budget, at which named-0.9 and the images lever were measured."""
     s2v_steps: int = 1500
     batch_overrides: list[str] = field(default_factory=list)
     ablations: tuple[str, ...] = tuple(ABLATIONS)
@@ -106,8 +107,9 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False, ablations: bo
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "build_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {"plan": _plan_json(plan), "stages": {}}
-    if log["plan"] != _plan_json(plan):
+    if _chain(log["plan"]) != _chain(_plan_json(plan)):
         raise S2VError(f"{root} was built with another plan; build into a new folder (or delete {root}).")
+    log["plan"] = _plan_json(plan)
 
     def stage(name: str, done: Path, work: Callable[[], object]) -> None:
         """Run `work` unless `done` (a file or folder it writes last, or atomically) exists."""
@@ -120,20 +122,22 @@ def build(folder: str | Path, plan: BuildPlan, ship: bool = False, ablations: bo
         log_path.write_text(json.dumps(log, indent=1))
 
     _base_stages(root, plan, stage)
-    runs = [plan.shipped, *(name for name in plan_runs(plan) if name != plan.shipped and ablations)]
+    others = [name for name in plan_runs(plan) if name != plan.shipped]
+    runs = [plan.shipped, *(others if ablations else [])]
     for name in runs:
         _s2v_stages(root, plan, stage, name)
         scores = _write_table(root, plan, log["stages"])
     if ablations:
         minutes = sum(log["stages"].get(f"{kind} {name}", 0) for name in runs[1:] for kind in ("s2v", "eval")) / 60
-        print(f"ablations and second seeds: {minutes:.0f} minutes of training and scoring", flush=True)
+        print(f"ablations, second seeds and ranks: {minutes:.0f} minutes of training and scoring", flush=True)
     if ship:
         ship_model(root, plan.shipped)
     return scores
 
 
 def _write_table(root: Path, plan: BuildPlan, stages: dict[str, float]) -> dict[str, dict]:
-    """results/table.md from every run scored so far; returns their scores."""
+    """results/table.md from every run scored so far, rewritten after each, so a stopped build's table is
+    current; returns their scores."""
     results = root / "results"
     names = ("base", *plan_runs(plan))
     scores = {name: json.loads(path.read_text()) for name in names if (path := results / f"{name}.json").exists()}
@@ -143,7 +147,7 @@ def _write_table(root: Path, plan: BuildPlan, stages: dict[str, float]) -> dict[
 
 
 def _base_stages(root: Path, plan: BuildPlan, stage) -> None:
-    """World, VAE and its ceiling, the base trained and scored, the S2V cache."""
+    """World, VAE and its ceiling, the base trained and scored, the S2V cache: everything every run shares."""
     world = root / "world"
     stage("world", world, lambda: write_world(world, seed=plan.seed, **plan.world))
     stage("vae", root / "vae", lambda: train_vae(world, root / "vae", plan.vae))
@@ -171,7 +175,7 @@ def _s2v_stages(root: Path, plan: BuildPlan, stage, name: str) -> None:
     overrides = [*_s2v_overrides(root, plan), f"run.output_dir={run}", *plan_runs(plan)[name]]
     conditions = CONDITIONS if name == plan.shipped else ("reference",)
     stage(f"s2v {name}", run / "task_log.json", lambda: _train(S2V_CONFIG, overrides))
-    if (run / "lora").is_dir():
+    if "model.lora_rank=0" not in plan_runs(plan)[name]:
         stage(f"eval {name}", out, lambda: _evaluate(root, run / "lora", plan, conditions, out))
     else:  # full fine-tuning: the base with its own transformer
         model = run / "model"
@@ -254,7 +258,8 @@ def _assemble_base(root: Path) -> None:
 
 
 def _assemble(model: Path, run: Path, destination: Path) -> Path:
-    """`model`'s folder with the transformer `run` trained, written once to `destination`."""
+    """`model`'s folder with the transformer `run` trained, written once to `destination`: a fully
+    fine-tuned transformer loads as a model of its own, as the base does."""
     if not destination.exists():
         with atomic_folder(destination) as staging:
             shutil.copytree(model, staging, dirs_exist_ok=True)
@@ -341,3 +346,11 @@ def ship_model(root: Path, run: str, destination: Path = SHIPPED) -> None:
 
 def _plan_json(plan: BuildPlan) -> dict:
     return json.loads(json.dumps(asdict(plan)))
+
+
+RUN_LISTS = ("ablations", "second_seeds", "ranks")
+"""Plan fields that only add or drop comparison runs: a folder whose chain took hours keeps it when they change."""
+
+
+def _chain(plan: dict) -> dict:
+    return {key: value for key, value in plan.items() if key not in RUN_LISTS}

@@ -42,7 +42,7 @@ class EvalSettings:
     per_subject: int = 8
     """Prompts per subject, one motion each in turn: 8 gives 24 items of each motion, 16 gives 48."""
     limit: int | None = None
-    """Evaluate only the first `limit` items (a quick look); the full set is 24 subjects x 8 prompts."""
+    """Evaluate only the first `limit` items (a quick look); the full set is 24 subjects x `per_subject` prompts."""
     steps: int | None = None
     """Denoising steps; None: the model's preset's (the app's and the CLI's)."""
     guidance: float | None = None

@@ -75,6 +75,11 @@ def new_vae(
     levels = {2: 2, 4: 3}.get(spatial_compression)
     if levels is None:
         raise S2VError(f"The nano VAE compresses space 2x or 4x, not {spatial_compression}x.")
+    if len(channels) < levels or any(c <= 0 or c % VAE_CONFIG["norm_num_groups"] for c in channels):
+        raise S2VError(
+            f"A {spatial_compression}x nano VAE takes {levels} channel counts, each a positive multiple of "
+            f"{VAE_CONFIG['norm_num_groups']} (its normalisation groups), not {tuple(channels)}."
+        )
     torch.manual_seed(seed)
     config = dict(
         VAE_CONFIG,
@@ -177,7 +182,7 @@ class _TrainState:
         rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
         state = cls(config, path, vae, optimizer, schedule, rng, generator, started=time.time())
         saved = torch.load(path) if path.is_file() else None
-        if saved is not None and saved["config"] != asdict(config):
+        if saved is not None and {**asdict(VAETrainConfig()), **saved["config"]} != asdict(config):
             print(f"{path} was written by a VAE run with another config; starting again", flush=True)
         elif saved is not None:
             vae.load_state_dict(saved["vae"])

@@ -5,6 +5,7 @@ build chain shrunk to a few steps (so no stage's code rots), and the shipped mod
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -82,6 +83,16 @@ def test_a_vae_is_as_wide_as_its_config_says(tmp_path):
     config = VAETrainConfig(steps=1, clip_batch=2, image_batch=2, warmup_steps=1, channels=(8, 16, 24))
     saved = json.loads((train_vae(world, tmp_path / "vae", config) / "config.json").read_text())
     assert saved["block_out_channels"] == [8, 16, 24]
+
+
+def test_a_vae_with_channels_its_normalisation_cannot_divide_is_refused():
+    from s2v.errors import S2VError
+    from s2v_nano.vae import new_vae
+
+    with pytest.raises(S2VError, match="multiple of 8"):
+        new_vae(channels=(16, 20, 64))
+    with pytest.raises(S2VError, match="3 channel counts"):
+        new_vae(channels=(16, 32))
 
 
 def test_an_interrupted_vae_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
@@ -203,7 +214,8 @@ def test_the_rank_runs_train_the_shipped_recipe_at_another_rank_and_as_a_full_fi
     assert not (full / "lora").exists() and set(scores["switched-full"]["scores"]) == {"reference"}
     weights = "transformer/diffusion_pytorch_model.safetensors"
     tuned, base = load_file(full / weights), load_file(folder / "base" / weights)
-    assert (full / "model" / "transformer").is_dir() and any(not torch.equal(tuned[k], base[k]) for k in base)
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)
+    assert (full / "model" / weights).read_bytes() == (full / weights).read_bytes()  # what was scored
 
 
 def test_the_build_trains_its_base_on_captions_naming_the_plans_share_of_subjects(built):
@@ -236,6 +248,14 @@ def test_a_build_folder_refuses_another_plan(built):
     folder, *_ = built
     with pytest.raises(S2VError, match="another plan"):
         build(folder, BuildPlan.full())
+
+
+def test_a_build_folder_keeps_its_chain_when_only_the_comparison_runs_change(built):
+    folder, *_ = built
+    lora = folder / "runs" / "switched" / "lora" / "pytorch_lora_weights.safetensors"
+    stamp = lora.stat().st_mtime_ns
+    scores = build(folder, replace(BuildPlan.smoke(), ranks=(), second_seeds=()), ablations=True)
+    assert "switched" in scores and lora.stat().st_mtime_ns == stamp
 
 
 def test_a_plan_must_ship_one_of_its_runs(tmp_path):
