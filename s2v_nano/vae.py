@@ -53,7 +53,7 @@ VAE_CONFIG = dict(
 
 @dataclass
 class VAETrainConfig:
-    steps: int = 800
+    steps: int = 2400
     clip_batch: int = 4
     image_batch: int = 8
     learning_rate: float = 2e-3
