@@ -22,7 +22,7 @@ import torch
 
 from s2v.errors import S2VError
 from s2v.presets import NANO_FOLDER
-from s2v.video import atomic_folder
+from s2v.video import atomic_file, atomic_folder
 from s2v_train.config import CONFIGS
 
 from .base import write_untrained_base
@@ -172,10 +172,11 @@ def _base_stages(root: Path, plan: BuildPlan, stage) -> None:
 def _s2v_stages(root: Path, plan: BuildPlan, stage, name: str) -> None:
     """One S2V run trained and scored: the shipped one under every condition, the others with the reference."""
     run, out = root / "runs" / name, root / "results" / f"{name}.json"
-    overrides = [*_s2v_overrides(root, plan), f"run.output_dir={run}", *plan_runs(plan)[name]]
+    own = plan_runs(plan)[name]
+    overrides = [*_s2v_overrides(root, plan), f"run.output_dir={run}", *own]
     conditions = CONDITIONS if name == plan.shipped else ("reference",)
     stage(f"s2v {name}", run / "task_log.json", lambda: _train(S2V_CONFIG, overrides))
-    if "model.lora_rank=0" not in plan_runs(plan)[name]:
+    if "model.lora_rank=0" not in own:
         stage(f"eval {name}", out, lambda: _evaluate(root, run / "lora", plan, conditions, out))
     else:  # full fine-tuning: the base with its own transformer
         model = run / "model"
@@ -218,9 +219,8 @@ def _base_overrides(root: Path, plan: BuildPlan, captions: Path) -> list[str]:
 def write_captions(path: Path, lines: list[dict]) -> None:
     """Written whole, then renamed: a half-written file would otherwise pass for done."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".partial")
-    staging.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    staging.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _s2v_overrides(root: Path, plan: BuildPlan) -> list[str]:
