@@ -85,7 +85,7 @@ PRESETS: dict[str, Preset] = {
         fps=8,
         resolutions=((48, 48),),
         needs_lora=False,
-        subject_size=0.65,  # s2v_nano.world.SUBJECT_SIZE: how the world draws its references
+        subject_size=0.42,  # s2v_nano.world.SUBJECT_SIZE: how the world draws its references
         display_scale=8,
         preview_steps=12,
     ),

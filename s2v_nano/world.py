@@ -83,8 +83,11 @@ BAR_HALF_HEIGHT, DIAMOND_HALF_WIDTH = 0.3, 0.38
 STRIPE_PERIOD, CHECK_CELL, DOT_PERIOD, DOT_RADIUS = 0.4, 0.25, 0.3, 0.1
 """Pattern sizes in box units: features of ~4 px on a 19 px subject, the finest a small VAE keeps."""
 
-SUBJECT_SIZE = 0.65
-"""Box side of a reference subject on white, as a fraction of the frame's shorter side."""
+SUBJECT_SIZE = 0.42
+"""Box side of a reference subject on white, as a fraction of the frame's shorter side: about the clips' own
+(`CLIP_SIZE`), so the reference shows the subject over as many tokens as the video draws it with. At 0.65, on
+the same base, recipe and budget, the shipped recipe kept its subject in every frame of 104/192 clips; at
+0.42, 135/192 (README, issue 13)."""
 CLIP_SIZE = (0.36, 0.46)
 PAIR_SIZE = (0.3, 0.55)
 TRAVEL = (0.38, 0.46)
@@ -433,6 +436,7 @@ def write_world(
         size = (height, width, num_frames)
         _write_clips(staging / "base", "base", base_cells, base_clips, size, [seed, _BASE], arrays)
         _write_clips(staging / "motion", "motion", motion_cells, motion_clips, size, [seed, _MOTION], arrays)
+        write_clip_subjects(staging / "motion", height, width)
         _write_pairs(staging / "pairs", train, pairs, height, width, seed)
         eval_items = _write_eval(staging / "eval", held, eval_per_subject, height, width)
         counts = {
@@ -520,6 +524,18 @@ def _write_clips(
         store.flush()
         del store
     _write_jsonl(folder / "captions.jsonl", lines)
+
+
+def write_clip_subjects(folder: str | Path, height: int = 48, width: int = 48) -> None:
+    """Each clip's subject on white as a user uploads it (`render_subject`) into `subjects/`, named in
+    `captions.jsonl` as its `reference`: what `s2v-train`'s `tasks.reference_frame=subject` trains on. Rerun
+    on a world written before it, it adds them and changes nothing else."""
+    folder = Path(folder)
+    lines = [json.loads(line) for line in (folder / "captions.jsonl").read_text().splitlines()]
+    (folder / "subjects").mkdir(exist_ok=True)
+    for identity in sorted({line["identity"] for line in lines}):
+        render_subject(Identity.from_id(identity), height, width).save(folder / "subjects" / f"{identity}.png")
+    _write_jsonl(folder / "captions.jsonl", [{**line, "reference": f"subjects/{line['identity']}.png"} for line in lines])
 
 
 @contextmanager
@@ -644,6 +660,7 @@ def _write_manifest(
         "counts": counts,
         "held_out": [identity.id for identity in held],
         "arrays": arrays,
+        "subject_size": SUBJECT_SIZE,
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

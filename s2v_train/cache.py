@@ -39,6 +39,7 @@ from .tasks import (
     clip_pixels,
     encode_text,
     needs_reference_frames,
+    subject_references,
     video_distribution,
 )
 
@@ -90,7 +91,9 @@ def open_cache(config: TrainConfig) -> tuple[CachedPairs | None, CachedVideos | 
             "run `s2v-train prepare` again for this config."
         )
     pairs = CachedPairs(sorted((cache / "pairs").glob("*.safetensors"))) if config.uses_pairs else None
-    videos = CachedVideos(sorted((cache / "videos").glob("*.safetensors"))) if config.uses_videos else None
+    videos = None
+    if config.uses_videos:
+        videos = CachedVideos(sorted((cache / "videos").glob("*.safetensors")), subject_references(config.tasks))
     for name, items in (("pairs", pairs), ("clips", videos)):
         if items is not None and len(items) == 0:
             raise S2VError(f"{cache} has no usable {name}; check the data and prepare again.")
@@ -117,10 +120,16 @@ class CachedPairs:
 
 
 class CachedVideos:
-    """Prepared clips, like `VideoDataset`, each with its frames' encodings when the run can keep references."""
+    """Prepared clips, like `VideoDataset`, each with its frames' encodings when the run can keep references
+    (or its subject image's, with `subject`)."""
 
-    def __init__(self, files: list[Path]):
-        self.files = files
+    def __init__(self, files: list[Path], subject: bool = False):
+        self.files, self.subject = files, subject
+        if subject and files and "subject_mean" not in _read(files[0])[0]:
+            raise S2VError(
+                f"{files[0].parent} was prepared without the clips' subject images that "
+                "tasks.reference_frame=subject trains on; list them as 'reference' in the captions and prepare again."
+            )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -128,7 +137,11 @@ class CachedVideos:
     def __getitem__(self, index: int) -> EncodedClip:
         tensors, (caption,) = _read(self.files[index])
         video = posterior(tensors["video_mean"], tensors["video_logvar"])
-        frames = _CachedFrames(tensors["frames_mean"], tensors["frames_logvar"]) if "frames_mean" in tensors else None
+        keys = ("subject_mean", "subject_logvar") if self.subject else ("frames_mean", "frames_logvar")
+        frames = None
+        if keys[0] in tensors:
+            mean, logvar = (tensors[key] for key in keys)
+            frames = _CachedFrames(mean[None], logvar[None]) if self.subject else _CachedFrames(mean, logvar)
         return EncodedClip(video, frames, tensors["prompt"], caption)
 
 
@@ -204,6 +217,9 @@ def _clip_tensors(pipe, clip, with_frames: bool) -> tuple[dict[str, torch.Tensor
     tensors = {"video_mean": video.mean[0], "video_logvar": video.logvar[0], "prompt": encode_text(pipe, [prompt])[0]}
     if with_frames:
         tensors["frames_mean"], tensors["frames_logvar"] = frame_distributions(pipe, clip.frames)
+        if clip.subject is not None:
+            subject = pipe.reference_distribution(clip.subject)
+            tensors["subject_mean"], tensors["subject_logvar"] = subject.mean[0], subject.logvar[0]
     return tensors, [prompt]
 
 

@@ -16,7 +16,8 @@ TEXT_TO_VIDEO = "text-to-video"
 MODES = ("switched", "image-only", "two-stage", "joint-t2v", TEXT_TO_VIDEO)
 """The method's switched training, its ablations (METHOD §5), and text-to-video: pretraining a base model
 the way CogVideoX was, every step a video with no reference, the video at RoPE frames 0..T-1."""
-REFERENCE_FRAMES = ("random", "first", "grid")
+SUBJECT_REFERENCE = "subject"
+REFERENCE_FRAMES = ("random", "first", "grid", SUBJECT_REFERENCE)
 LR_SCHEDULES = ("constant_with_warmup", "cosine")
 
 
@@ -61,7 +62,11 @@ class TaskConfig:
     drop_probability: float = 0.5
     """q: the chance a motion sample loses its whole reference stream."""
     reference_frame: str = "random"
-    """random (uniform over the clip), first, or grid (the release's frames 0, 9, 18, ...)."""
+    """random (uniform over the clip), first, or grid (the release's frames 0, 9, 18, ...): METHOD §5. Or
+    subject: not a frame but the clip's subject as a user uploads it (on white, centred, at the preset's
+    size; each clip's captions line names it as `reference`), a frame of which the video can never be a
+    copy. A frame teaches the model that the reference reappears as is somewhere in the clip: on nano,
+    where a user's reference is a subject on white, that copy showed as white patches in the last frames."""
     image_batch_size: int = 8
     video_batch_size: int = 1
     caption_dropout: float = 0.0

@@ -27,6 +27,8 @@ from s2v.errors import S2VError, S2VWarning, first_line
 from s2v.subject import WHITE, load_subject
 from s2v.video import save_video
 
+from .config import SUBJECT_REFERENCE
+
 if TYPE_CHECKING:
     from .config import TrainConfig
 
@@ -78,6 +80,8 @@ class VideoSample:
 
     frames: np.ndarray
     caption: str
+    subject: Image.Image | None = None
+    """The clip's subject as a user would upload it (its captions line's `reference` image), when listed."""
 
 
 @dataclass
@@ -187,14 +191,21 @@ class VideoDataset:
     """Clips in a folder, decoded when drawn to `num_frames` frames at `fps`, `height` x `width`."""
 
     def __init__(
-        self, files: list[Path], captions: dict[str, str], height: int, width: int, num_frames: int, fps: float
+        self,
+        files: list[Path],
+        captions: dict[str, str],
+        height: int,
+        width: int,
+        num_frames: int,
+        fps: float,
+        subjects: dict[str, Path] | None = None,
     ):
         _check_size(height, width)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise S2VError(f"num_frames must be a whole number of at least 1, not {num_frames}.")
         if not fps > 0:
             raise S2VError(f"fps must be positive, not {fps}.")
-        self.files, self.captions = files, captions
+        self.files, self.captions, self.subjects = files, captions, subjects or {}
         self.height, self.width, self.num_frames, self.fps = height, width, num_frames, fps
 
     def __len__(self) -> int:
@@ -206,7 +217,14 @@ class VideoDataset:
             np.asarray(resize_and_crop(Image.fromarray(frame), self.height, self.width))
             for frame in _read_clip(path, self.num_frames, self.fps)
         ]
-        return VideoSample(frames=np.stack(frames), caption=self.captions.get(path.name, ""))
+        subject = self.subjects.get(path.name)
+        if subject is not None:
+            subject = resize_and_crop(_read_image(subject, f"{path.name}'s reference"), self.height, self.width)
+        return VideoSample(frames=np.stack(frames), caption=self.captions.get(path.name, ""), subject=subject)
+
+    def missing_subjects(self) -> list[str]:
+        """Clips whose captions line lists no `reference` image: they cannot train with `reference_frame=subject`."""
+        return [path.name for path in self.files if path.name not in self.subjects]
 
     @classmethod
     def from_folder(
@@ -220,7 +238,8 @@ class VideoDataset:
     ) -> VideoDataset:
         """The .mp4/.webm/.mov files directly in `folder`, sorted by name so indices are reproducible.
 
-        `captions` is a CSV (`file`, `caption` columns) or JSONL ({"file", "caption"}) matched by file name.
+        `captions` is a CSV (`file`, `caption` columns) or JSONL ({"file", "caption"}) matched by file name; an
+        optional `reference` field names an image of the clip's subject, relative to the captions file.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -228,8 +247,8 @@ class VideoDataset:
         files = sorted(path for path in folder.iterdir() if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file())
         if not files:
             raise S2VError(f"No {'/'.join(VIDEO_SUFFIXES)} files in {folder}.")
-        texts = _read_captions(Path(captions)) if captions is not None else {}
-        return cls(files, texts, height, width, num_frames, fps)
+        texts, subjects = _read_captions(Path(captions)) if captions is not None else ({}, {})
+        return cls(files, texts, height, width, num_frames, fps, subjects)
 
 
 def open_datasets(config: TrainConfig) -> tuple[PairDataset | None, VideoDataset | None]:
@@ -253,6 +272,11 @@ def open_datasets(config: TrainConfig) -> tuple[PairDataset | None, VideoDataset
         video_set = VideoDataset.from_folder(videos, data.height, data.width, data.num_frames, data.fps, captions)
         if len(video_set) == 0:
             raise S2VError(f"No clips (.mp4, .webm, .mov) in {videos}; check data.videos.")
+        if config.tasks.reference_frame == SUBJECT_REFERENCE and (missing := video_set.missing_subjects()):
+            raise S2VError(
+                f"tasks.reference_frame=subject needs each clip's subject image (a 'reference' field in "
+                f"{captions}); {len(missing)} of {len(video_set)} clips have none, e.g. {missing[0]}."
+            )
     return pair_set, video_set
 
 
@@ -274,7 +298,8 @@ def write_synthetic_dataset(
     """A tiny training set of coloured shapes, the same for the same seed, for smoke runs and tests.
 
     Pairs show a shape on white and then on a coloured background; clips show a shape crossing a
-    background. Returns (pairs JSONL, video folder, captions JSONL).
+    background, each listing its shape on white as its `reference`. Returns (pairs JSONL, video folder,
+    captions JSONL).
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -460,17 +485,22 @@ def _read_clip(path: Path, num_frames: int, fps: float) -> list[np.ndarray]:
     return [frames[index] for index in wanted]
 
 
-def _read_captions(path: Path) -> dict[str, str]:
-    """File name -> caption, from a CSV with `file` and `caption` columns or a JSONL of {"file", "caption"}."""
+def _read_captions(path: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """File name -> caption, and file name -> subject image where a row gives one (`reference`), from a CSV
+    with `file` and `caption` columns or a JSONL of {"file", "caption"}."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".json"):
         raise S2VError(f"Captions must be a .csv or .jsonl file, not {path.name}.")
-    captions = {}
+    captions, subjects = {}, {}
     for where, row in _read_csv(path) if suffix == ".csv" else _read_jsonl(path):
         if not isinstance(row.get("file"), str) or not isinstance(row.get("caption"), str):
             raise S2VError(f"{where}: needs text 'file' and 'caption' fields.")
         captions[Path(row["file"]).name] = row["caption"]
-    return captions
+        if row.get("reference"):
+            if not isinstance(row["reference"], str):
+                raise S2VError(f"{where}: 'reference' must be the path of an image.")
+            subjects[Path(row["file"]).name] = path.parent / row["reference"]
+    return captions, subjects
 
 
 def _read_csv(path: Path) -> list[tuple[str, dict]]:
@@ -551,7 +581,10 @@ def _write_synthetic_clip(
         frames.append(_shape_image(height, width, BACKGROUNDS[background], shape, COLOURS[colour], (x, y, size)))
     name = f"clip_{index:03d}.mp4"
     save_video(frames, folder / "videos" / name, fps=8)
-    return {"file": name, "caption": f"a {colour} {shape} moves {direction} over {background}"}
+    subject = f"videos/clip_{index:03d}_subject.png"
+    centred = _centred(height, width, round(0.6 * min(height, width)))
+    _shape_image(height, width, WHITE, shape, COLOURS[colour], centred).save(folder / subject)
+    return {"file": name, "caption": f"a {colour} {shape} moves {direction} over {background}", "reference": subject}
 
 
 def _shape_image(

@@ -26,7 +26,7 @@ from s2v.model import predict
 from s2v.pipeline import S2VPipeline
 from s2v.text import strip_reference_token, with_reference_token
 
-from .config import TEXT_TO_VIDEO, TaskConfig, TrainConfig
+from .config import SUBJECT_REFERENCE, TEXT_TO_VIDEO, TaskConfig, TrainConfig
 from .data import PairSample, Samples, VideoSample, open_datasets
 
 IDENTITY, MOTION, IMAGE = "identity", "motion", "image"
@@ -70,8 +70,8 @@ def keep_mask(size: int, config: TaskConfig, rng: np.random.Generator) -> torch.
 
 
 def reference_frame(num_frames: int, how: str, rng: np.random.Generator) -> int:
-    """Index of the clip frame used as the reference on the motion task."""
-    if how == "first":
+    """Index of the candidate used as the reference on the motion task (a subject image is the only one)."""
+    if how in ("first", SUBJECT_REFERENCE):
         return 0
     if how == "grid":
         return int(rng.choice(np.arange(0, num_frames, RELEASE_FRAME_GRID)))
@@ -113,8 +113,8 @@ class EncodedClip:
     video: DiagonalGaussianDistribution
     """The VAE's posterior of the whole clip, `[1, C, T', h, w]`."""
     frames: Sequence[DiagonalGaussianDistribution] | None
-    """Each frame as a one-frame clip, the candidate references; None when no step can keep a reference
-    (q = 1: a text-to-video base), which then needs none."""
+    """The candidate references, each a one-frame clip: every frame of the clip, or only its subject image
+    with `reference_frame=subject`; None when no step can keep a reference (q = 1: a text-to-video base)."""
     prompt_embeds: torch.Tensor
     prompt: str
 
@@ -138,8 +138,8 @@ class EncodingPairs:
 class EncodingVideos:
     """Clips encoded as they are drawn (no cache); a reference frame is encoded only once a step picks it."""
 
-    def __init__(self, pipe: S2VPipeline, videos: Samples[VideoSample], with_frames: bool):
-        self.pipe, self.videos, self.with_frames = pipe, videos, with_frames
+    def __init__(self, pipe: S2VPipeline, videos: Samples[VideoSample], with_frames: bool, subject: bool = False):
+        self.pipe, self.videos, self.with_frames, self.subject = pipe, videos, with_frames, subject
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -147,7 +147,10 @@ class EncodingVideos:
     def __getitem__(self, index: int) -> EncodedClip:
         sample = self.videos[index]
         prompt = strip_reference_token(sample.caption)
-        frames = _FramesOnDemand(self.pipe, sample.frames) if self.with_frames else None
+        frames = None
+        if self.with_frames:
+            images = np.asarray(sample.subject)[None] if self.subject else sample.frames
+            frames = _FramesOnDemand(self.pipe, images)
         return EncodedClip(
             video_distribution(self.pipe, sample.frames), frames, encode_text(self.pipe, [prompt])[0], prompt
         )
@@ -169,8 +172,15 @@ def encoding_sources(pipe: S2VPipeline, config: TrainConfig) -> tuple[EncodingPa
     pairs, videos = open_datasets(config)
     return (
         None if pairs is None else EncodingPairs(pipe, pairs),
-        None if videos is None else EncodingVideos(pipe, videos, needs_reference_frames(config.tasks)),
+        None
+        if videos is None
+        else EncodingVideos(pipe, videos, needs_reference_frames(config.tasks), subject_references(config.tasks)),
     )
+
+
+def subject_references(config: TaskConfig) -> bool:
+    """Whether the motion task's references are the clips' subject images rather than frames of them."""
+    return config.reference_frame == SUBJECT_REFERENCE
 
 
 def needs_reference_frames(config: TaskConfig) -> bool:

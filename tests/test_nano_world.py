@@ -19,6 +19,7 @@ from s2v.errors import S2VError
 from s2v_nano.analyze import analyze_clip, analyze_image
 from s2v_nano.world import (
     ACCENTS,
+    CLIP_SIZE,
     COLOURS,
     IDENTITY_WORDS,
     MOTIONS,
@@ -150,11 +151,12 @@ def test_render_clip_follows_its_trajectory_and_is_deterministic():
     assert np.array_equal(zoom.frames, again.frames)
 
 
-def test_reference_is_the_subject_large_on_white():
+def test_reference_is_the_subject_on_white_at_about_the_size_clips_draw_it():
     image = np.asarray(render_subject(Identity("disc", "red", "plain"), 48, 48))
     assert image.shape == (48, 48, 3) and (image[0] == 255).all() and (image[:, -1] == 255).all()
     covered = (np.abs(image.astype(int) - 255).max(axis=-1) > 50).mean()
-    assert covered == pytest.approx(np.pi / 4 * 0.65**2, abs=0.02)  # a disc whose box is 65% of the side
+    assert covered == pytest.approx(np.pi / 4 * SUBJECT_SIZE**2, abs=0.02)  # a disc whose box is that share
+    assert CLIP_SIZE[0] <= SUBJECT_SIZE <= CLIP_SIZE[1]
 
 
 # Writing the world
@@ -185,6 +187,10 @@ def test_world_sets_have_their_counts_and_load_in_train_data(world):
         stored = np.load(folder / "frames.npy", mmap_mode="r")
         assert stored.shape == (count, 9, 48, 48, 3)
         assert np.abs(first.frames.astype(int) - stored[0]).mean() < 6  # H.264 at CRF 25 vs the exact render
+    motion = read_jsonl(world.motion_captions)
+    subject = VideoDataset.from_folder(world.motion, 48, 48, 9, 8, world.motion_captions)[0].subject
+    assert np.array_equal(np.asarray(subject), np.asarray(render_subject(Identity.from_id(motion[0]["identity"]), 48, 48)))
+    assert VideoDataset.from_folder(world.base, 48, 48, 9, 8, world.base_captions)[0].subject is None
 
 
 def test_seen_subjects_are_training_subjects_spread_over_every_value_like_the_held_out_ones():

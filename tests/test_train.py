@@ -41,6 +41,7 @@ from s2v_train.tasks import (
     motion_batch,
     needs_reference_frames,
     reference_frame,
+    subject_references,
     unreferenced_frame_offset,
     video_distribution,
 )
@@ -107,7 +108,8 @@ def fresh_identity_batch(pipe, pairs, indices, generator):
 
 
 def fresh_motion_batch(pipe, videos, indices, config, rng, generator):
-    items = [EncodingVideos(pipe, videos, needs_reference_frames(config))[index] for index in indices]
+    sources = EncodingVideos(pipe, videos, needs_reference_frames(config), subject_references(config))
+    items = [sources[index] for index in indices]
     return motion_batch(items, config, rng, generator, pipe.vae.config.scaling_factor, "cpu")
 
 
@@ -185,6 +187,40 @@ def test_motion_task_uses_a_frame_of_the_clip_and_drops_the_whole_reference_stre
     assert torch.equal(kept["image_rotary_emb"][0][tokens_per_frame:], video_positions)
 
 
+@torch.no_grad()
+def test_subject_references_give_the_motion_task_the_clips_subject_image_and_never_a_frame(pipe, synthetic):
+    _, videos = synthetic
+    samples = [videos[0], videos[1]]
+    config = TaskConfig(reference_frame="subject", drop_probability=0.0)
+    batch = fresh_motion_batch(pipe, videos, [0, 1], config, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    replay = torch.Generator().manual_seed(0)
+    for sample in samples:
+        video_distribution(pipe, sample.frames).sample(generator=replay)
+    for index, sample in enumerate(samples):
+        assert torch.equal(batch.reference[index], pipe.encode_reference(sample.subject, replay)[0])
+        assert not any(np.array_equal(np.asarray(sample.subject), frame) for frame in sample.frames)
+
+
+def test_subject_references_are_refused_for_clips_that_list_no_subject_image(tmp_path):
+    folder = tmp_path / "data"
+    pairs, videos, captions = write_synthetic_dataset(folder, num_pairs=1, num_videos=2, height=32, width=48)
+    lines = [json.loads(line) for line in captions.read_text().splitlines()]
+    del lines[1]["reference"]
+    captions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    paths = [f"data.pairs={pairs}", f"data.videos={videos}", f"data.video_captions={captions}", "data.synthetic=false"]
+    config = tiny_config(tmp_path, *paths, "tasks.reference_frame=subject")
+    with pytest.raises(S2VError, match="1 of 2 clips have none, e.g. clip_001.mp4"):
+        train(config)
+
+    from s2v_train.cache import open_cache, prepare
+
+    cache = f"data.cache={tmp_path / 'cache'}"
+    captions.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "reference"}) + "\n" for line in lines))
+    prepare(tiny_config(tmp_path, *paths, cache))
+    with pytest.raises(S2VError, match="prepared without the clips' subject images"):
+        open_cache(tiny_config(tmp_path, *paths, cache, "tasks.reference_frame=subject"))
+
+
 def test_a_text_to_video_base_trains_its_videos_where_the_stock_pipeline_samples_them(pipe, synthetic):
     """RoPE frames 0..T-1, as CogVideoX was pretrained; the method's dropped references keep 1..T."""
     _, videos = synthetic
@@ -219,6 +255,7 @@ def test_reference_frames_cover_the_clip_or_follow_the_chosen_rule():
     assert {reference_frame(49, "random", rng) for _ in range(3000)} == set(range(49))
     assert {reference_frame(49, "grid", rng) for _ in range(500)} == {0, 9, 18, 27, 36, 45}
     assert {reference_frame(49, "first", rng) for _ in range(50)} == {0}
+    assert {reference_frame(1, "subject", rng) for _ in range(50)} == {0}  # a clip's one subject image
 
 
 def test_5b_with_the_training_lora_has_about_502m_trainable_parameters():
@@ -485,13 +522,17 @@ def assert_same_batch(cached, fresh):
         torch.testing.assert_close(getattr(cached, name), getattr(fresh, name), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["switched", "text-to-video"])
-def test_a_prepared_cache_gives_the_batch_fresh_encodings_give_for_the_same_state(tmp_path, mode):
+@pytest.mark.parametrize("mode, reference", [("switched", "random"), ("switched", "subject"), ("text-to-video", "random")])
+def test_a_prepared_cache_gives_the_batch_fresh_encodings_give_for_the_same_state(tmp_path, mode, reference):
     from s2v_train.cache import open_cache, prepare
     from s2v_train.tasks import encoding_sources
 
     config = tiny_config(
-        tmp_path, f"data.cache={tmp_path / 'cache'}", f"tasks.mode={mode}", "tasks.drop_probability=0.5"
+        tmp_path,
+        f"data.cache={tmp_path / 'cache'}",
+        f"tasks.mode={mode}",
+        "tasks.drop_probability=0.5",
+        f"tasks.reference_frame={reference}",
     )
     prepare(config)
     pipe = load_base_pipeline("tiny")
