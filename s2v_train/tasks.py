@@ -2,8 +2,8 @@
 
 Identity injection: a subject-image pair, the target trained as a one-frame video at
 RoPE index 1, the prompt led by `<cls>`, the reference always present. Motion
-preservation: an unpaired clip, a random frame of it as the reference, the whole
-reference stream dropped with probability q, a plain caption. Every micro-batch is all
+preservation: an unpaired clip, a random frame of it (or its listed subject image) as the
+reference, the whole reference stream dropped with probability q, a plain caption. Every micro-batch is all
 one task; the reference-token forward itself is `s2v.model.predict`.
 
 A batch is built one way whatever feeds it: a source yields each drawn item's encodings (encoded
