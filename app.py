@@ -66,7 +66,8 @@ NANO_EXAMPLE_PROMPTS = {
 }
 """Held-out subjects: the nano model never saw them in training."""
 NANO_TIPS = """**The nano world's words**
-- Motion: *moves left / right / up / down*, *moves in a circle*, *comes closer*, *moves away*, *stays still*.
+- Motion: *moves left / right / up / down*, *comes closer*, *moves away*; *moves in a circle* and *stays still*
+  rarely come out right yet.
 - Scene: *on grass*, *in the sky*, *on a wooden floor*, *at night*.
 - Start with "it": "it moves left on grass". The subject comes from the image; other words are unknown to it.
 - Subjects: a flat disc, square, triangle, diamond or bar in one colour, plain or with stripes, dots or checks,
@@ -713,7 +714,8 @@ def page_notes(model: Model) -> list[str]:
         notes.append(
             "> **s2v-nano.** This machine has no CUDA GPU, so the page serves s2v-nano: the same method and code, "
             "trained on this project's miniature world of toy subjects on a CPU (48x48 pixels, 9 frames). "
-            "It draws the subject you upload when it is one of that world's shapes; see the words it knows below."
+            "It carries your subject's colour into the video and follows the motion and scene you write; it does "
+            "not keep the subject's shape or pattern yet (see the README). The words it knows are below."
         )
     if model.preset.wiring_check:
         notes.append(

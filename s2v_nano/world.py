@@ -535,7 +535,9 @@ def write_clip_subjects(folder: str | Path, height: int = 48, width: int = 48) -
     (folder / "subjects").mkdir(exist_ok=True)
     for identity in sorted({line["identity"] for line in lines}):
         render_subject(Identity.from_id(identity), height, width).save(folder / "subjects" / f"{identity}.png")
-    _write_jsonl(folder / "captions.jsonl", [{**line, "reference": f"subjects/{line['identity']}.png"} for line in lines])
+    _write_jsonl(
+        folder / "captions.jsonl", [{**line, "reference": f"subjects/{line['identity']}.png"} for line in lines]
+    )
 
 
 @contextmanager

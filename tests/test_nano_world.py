@@ -189,7 +189,9 @@ def test_world_sets_have_their_counts_and_load_in_train_data(world):
         assert np.abs(first.frames.astype(int) - stored[0]).mean() < 6  # H.264 at CRF 25 vs the exact render
     motion = read_jsonl(world.motion_captions)
     subject = VideoDataset.from_folder(world.motion, 48, 48, 9, 8, world.motion_captions)[0].subject
-    assert np.array_equal(np.asarray(subject), np.asarray(render_subject(Identity.from_id(motion[0]["identity"]), 48, 48)))
+    assert np.array_equal(
+        np.asarray(subject), np.asarray(render_subject(Identity.from_id(motion[0]["identity"]), 48, 48))
+    )
     assert VideoDataset.from_folder(world.base, 48, 48, 9, 8, world.base_captions)[0].subject is None
 
 

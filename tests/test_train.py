@@ -215,7 +215,9 @@ def test_subject_references_are_refused_for_clips_that_list_no_subject_image(tmp
     from s2v_train.cache import open_cache, prepare
 
     cache = f"data.cache={tmp_path / 'cache'}"
-    captions.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "reference"}) + "\n" for line in lines))
+    captions.write_text(
+        "".join(json.dumps({k: v for k, v in line.items() if k != "reference"}) + "\n" for line in lines)
+    )
     prepare(tiny_config(tmp_path, *paths, cache))
     with pytest.raises(S2VError, match="prepared without the clips' subject images"):
         open_cache(tiny_config(tmp_path, *paths, cache, "tasks.reference_frame=subject"))
@@ -522,7 +524,9 @@ def assert_same_batch(cached, fresh):
         torch.testing.assert_close(getattr(cached, name), getattr(fresh, name), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode, reference", [("switched", "random"), ("switched", "subject"), ("text-to-video", "random")])
+@pytest.mark.parametrize(
+    "mode, reference", [("switched", "random"), ("switched", "subject"), ("text-to-video", "random")]
+)
 def test_a_prepared_cache_gives_the_batch_fresh_encodings_give_for_the_same_state(tmp_path, mode, reference):
     from s2v_train.cache import open_cache, prepare
     from s2v_train.tasks import encoding_sources
