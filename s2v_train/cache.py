@@ -31,7 +31,7 @@ from s2v.errors import S2VError
 from s2v.loading import load_base_pipeline, resolve_device
 from s2v.text import strip_reference_token, with_reference_token
 
-from .config import TrainConfig
+from .config import TrainConfig, subject_references
 from .data import UnreadableSample, open_datasets
 from .tasks import (
     EncodedClip,
@@ -39,7 +39,6 @@ from .tasks import (
     clip_pixels,
     encode_text,
     needs_reference_frames,
-    subject_references,
     video_distribution,
 )
 
@@ -137,11 +136,10 @@ class CachedVideos:
     def __getitem__(self, index: int) -> EncodedClip:
         tensors, (caption,) = _read(self.files[index])
         video = posterior(tensors["video_mean"], tensors["video_logvar"])
-        keys = ("subject_mean", "subject_logvar") if self.subject else ("frames_mean", "frames_logvar")
-        frames = None
-        if keys[0] in tensors:
-            mean, logvar = (tensors[key] for key in keys)
-            frames = _CachedFrames(mean[None], logvar[None]) if self.subject else _CachedFrames(mean, logvar)
+        kind = "subject" if self.subject else "frames"
+        frames = (
+            _CachedFrames(tensors[f"{kind}_mean"], tensors[f"{kind}_logvar"]) if f"{kind}_mean" in tensors else None
+        )
         return EncodedClip(video, frames, tensors["prompt"], caption)
 
 
@@ -219,7 +217,7 @@ def _clip_tensors(pipe, clip, with_frames: bool) -> tuple[dict[str, torch.Tensor
         tensors["frames_mean"], tensors["frames_logvar"] = frame_distributions(pipe, clip.frames)
         if clip.subject is not None:
             subject = pipe.reference_distribution(clip.subject)
-            tensors["subject_mean"], tensors["subject_logvar"] = subject.mean[0], subject.logvar[0]
+            tensors["subject_mean"], tensors["subject_logvar"] = subject.mean, subject.logvar  # [1, C, 1, h, w]
     return tensors, [prompt]
 
 

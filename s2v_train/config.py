@@ -81,6 +81,11 @@ class TaskConfig:
         return {"image-only": 0.0, TEXT_TO_VIDEO: 1.0}.get(self.mode, self.motion_probability)
 
 
+def subject_references(config: TaskConfig) -> bool:
+    """Whether the motion task's references are the clips' subject images rather than frames of them."""
+    return config.reference_frame == SUBJECT_REFERENCE
+
+
 @dataclass
 class OptimConfig:
     learning_rate: float = 5e-5

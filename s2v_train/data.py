@@ -27,7 +27,7 @@ from s2v.errors import S2VError, S2VWarning, first_line
 from s2v.subject import WHITE, load_subject
 from s2v.video import save_video
 
-from .config import SUBJECT_REFERENCE
+from .config import subject_references
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -37,6 +37,8 @@ QUALITY_SCORES = ("compositeStructure", "objectConsistency", "imageQuality")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 MAX_REASONS = 20
 """`SkipCounter` keeps this many recent reasons: enough to spot a pattern, bounded over a long run."""
+SYNTHETIC_SUBJECT_SIZE = 0.6
+"""Box side of the synthetic set's subjects on white, as a fraction of the frame's shorter side."""
 
 DOWNLOAD_HINT = (
     f"Download the dataset on a connected machine (e.g. `huggingface-cli download --repo-type dataset "
@@ -272,7 +274,7 @@ def open_datasets(config: TrainConfig) -> tuple[PairDataset | None, VideoDataset
         video_set = VideoDataset.from_folder(videos, data.height, data.width, data.num_frames, data.fps, captions)
         if len(video_set) == 0:
             raise S2VError(f"No clips (.mp4, .webm, .mov) in {videos}; check data.videos.")
-        if config.tasks.reference_frame == SUBJECT_REFERENCE and (missing := video_set.missing_subjects()):
+        if subject_references(config.tasks) and (missing := video_set.missing_subjects()):
             raise S2VError(
                 f"tasks.reference_frame=subject needs each clip's subject image (a 'reference' field in "
                 f"{captions}); {len(missing)} of {len(video_set)} clips have none, e.g. {missing[0]}."
@@ -549,9 +551,8 @@ def _write_synthetic_pair(folder: Path, index: int, height: int, width: int, rng
     """One shape centred on white (subject) and at a random place and size on a background (target)."""
     shape, colour, background = _pick(rng, SHAPES), _pick(rng, list(COLOURS)), _pick(rng, list(BACKGROUNDS))
     side = min(height, width)
-    subject_size = round(0.6 * side)
-    subject = _shape_image(height, width, WHITE, shape, COLOURS[colour], _centred(height, width, subject_size))
-    size = int(rng.integers(round(0.3 * side), subject_size + 1))
+    subject = _synthetic_subject(height, width, shape, colour)
+    size = int(rng.integers(round(0.3 * side), round(SYNTHETIC_SUBJECT_SIZE * side) + 1))
     corner = (int(rng.integers(width - size + 1)), int(rng.integers(height - size + 1)))
     target = _shape_image(height, width, BACKGROUNDS[background], shape, COLOURS[colour], (*corner, size))
     names = {"subject": f"pairs/pair_{index:03d}_subject.png", "target": f"pairs/pair_{index:03d}_target.png"}
@@ -582,9 +583,14 @@ def _write_synthetic_clip(
     name = f"clip_{index:03d}.mp4"
     save_video(frames, folder / "videos" / name, fps=8)
     subject = f"videos/clip_{index:03d}_subject.png"
-    centred = _centred(height, width, round(0.6 * min(height, width)))
-    _shape_image(height, width, WHITE, shape, COLOURS[colour], centred).save(folder / subject)
+    _synthetic_subject(height, width, shape, colour).save(folder / subject)
     return {"file": name, "caption": f"a {colour} {shape} moves {direction} over {background}", "reference": subject}
+
+
+def _synthetic_subject(height: int, width: int, shape: str, colour: str) -> Image.Image:
+    """The shape centred on white, its box `SYNTHETIC_SUBJECT_SIZE` of the shorter side: a pair's or clip's subject."""
+    size = round(SYNTHETIC_SUBJECT_SIZE * min(height, width))
+    return _shape_image(height, width, WHITE, shape, COLOURS[colour], _centred(height, width, size))
 
 
 def _shape_image(

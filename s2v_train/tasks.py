@@ -26,7 +26,7 @@ from s2v.model import predict
 from s2v.pipeline import S2VPipeline
 from s2v.text import strip_reference_token, with_reference_token
 
-from .config import SUBJECT_REFERENCE, TEXT_TO_VIDEO, TaskConfig, TrainConfig
+from .config import SUBJECT_REFERENCE, TEXT_TO_VIDEO, TaskConfig, TrainConfig, subject_references
 from .data import PairSample, Samples, VideoSample, open_datasets
 
 IDENTITY, MOTION, IMAGE = "identity", "motion", "image"
@@ -176,11 +176,6 @@ def encoding_sources(pipe: S2VPipeline, config: TrainConfig) -> tuple[EncodingPa
         if videos is None
         else EncodingVideos(pipe, videos, needs_reference_frames(config.tasks), subject_references(config.tasks)),
     )
-
-
-def subject_references(config: TaskConfig) -> bool:
-    """Whether the motion task's references are the clips' subject images rather than frames of them."""
-    return config.reference_frame == SUBJECT_REFERENCE
 
 
 def needs_reference_frames(config: TaskConfig) -> bool:

@@ -24,7 +24,7 @@ from s2v.loading import OUR_LORA_FILE, load_base_pipeline
 from s2v.model import rotary_embedding
 from s2v.text import REFERENCE_TOKEN
 from s2v.tiny import COGVIDEOX_5B_TRANSFORMER
-from s2v_train.config import ModelConfig, TaskConfig, TrainConfig, load_config
+from s2v_train.config import ModelConfig, TaskConfig, TrainConfig, load_config, subject_references
 from s2v_train.data import PairDataset, VideoDataset, write_synthetic_dataset
 from s2v_train.loop import TRAIN_LOG, make_trainable, train
 from s2v_train.tasks import (
@@ -41,7 +41,6 @@ from s2v_train.tasks import (
     motion_batch,
     needs_reference_frames,
     reference_frame,
-    subject_references,
     unreferenced_frame_offset,
     video_distribution,
 )
